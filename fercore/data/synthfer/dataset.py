@@ -1,0 +1,169 @@
+"""SynthFER: procedural faces with exact ground truth (design.md, "The embedded dataset") `[ours]`.
+
+Each sample draws a true emotion from a class prior, AU intensities from that emotion's EMFACS
+prototype with variation (a fraction blends in a second emotion: compound, ambiguous faces),
+valence-arousal from the circumplex coordinates of the blend, and a rendered face. Simulated
+annotators then perceive the AUs with noise and vote; the votes give a soft label and their
+majority (ties broken by seed) the annotated label. So the data has real-style ambiguity and a
+known true emotion; synthetic flips come on top (`fercore.data.noise`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..classes import protocol_classes
+from ..faceset import FaceSet
+from .annotate import annotate
+from .facs import AU_INDEX, AU_NAMES, circumplex_matrix, prototype_matrix
+from .render import render, sample_appearance
+
+VERSION = 2  # bump when generation changes, so caches are not reused across versions
+CHUNK = 500  # faces rendered at once; fixed so that the output does not depend on it
+
+# RAF-DB basic training counts (datasets.md 2.2), by canonical name.
+RAFDB_TRAIN_COUNTS = {"neutral": 2524, "happy": 4772, "sad": 1982, "surprise": 1290,
+                      "fear": 281, "disgust": 717, "anger": 705}
+
+
+@dataclass(frozen=True)
+class SynthFERConfig:
+    """How SynthFER faces, expressions and annotators are drawn `[ours]`.
+
+    Sizes (samples per split, pixels) come from the run's data config; together with these
+    fields they key the on-disk cache.
+    """
+
+    protocol: str = "synth7"       # synth7 (RAF-DB's 7 classes) | synth8 (adds contempt)
+    prior: str = "rafdb"           # rafdb | uniform
+    blend_fraction: float = 0.35   # share of faces that blend in a second emotion
+    blend_weight: tuple[float, float] = (0.5, 0.8)  # weight of the true emotion in a blend
+    intensity: tuple[float, float] = (0.35, 1.0)     # expression strength range
+    n_annotators: int = 10
+    perception_noise: float = 0.16  # std of each annotator's AU perception error
+    vote_temperature: float = 0.05  # softness of an annotator's choice among residuals
+    expression_evidence: float = 0.15  # residual cost of calling any non-neutral expression
+    annotator_bias: float = 0.3     # std of per-annotator class preferences (in logits)
+    p_glasses: float = 0.12
+    p_occluder: float = 0.06
+    seed: int = 0                   # the dataset's seed, independent of a run's training seed
+
+RAFDB_SIZES = (12271, 3068)  # default split sizes: RAF-DB basic (datasets.md 2.2)
+
+
+def class_prior(cfg: SynthFERConfig) -> torch.Tensor:
+    classes = protocol_classes(cfg.protocol)
+    if cfg.prior == "uniform":
+        return torch.full((len(classes),), 1.0 / len(classes))
+    if cfg.prior != "rafdb":
+        raise ValueError(f"synthfer.prior: expected 'rafdb' or 'uniform', got {cfg.prior!r}")
+    counts = torch.tensor([RAFDB_TRAIN_COUNTS.get(c, 300) for c in classes], dtype=torch.float)
+    return counts / counts.sum()  # contempt, absent from RAF-DB, gets a small share [ours]
+
+
+def sample_expressions(n: int, cfg: SynthFERConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """True emotion, blend partner and weight, AU intensities, per-side AU12/14 factors, VA."""
+    classes = protocol_classes(cfg.protocol)
+    k = len(classes)
+    proto, circ = prototype_matrix(classes), circumplex_matrix(classes)
+    true = torch.multinomial(class_prior(cfg), n, replacement=True, generator=gen)
+    other = (true + torch.randint(1, k, (n,), generator=gen)) % k
+    blended = torch.rand(n, generator=gen) < cfg.blend_fraction
+    lo, hi = cfg.blend_weight
+    w = torch.where(blended, lo + (hi - lo) * torch.rand(n, generator=gen), torch.ones(n))
+    mix = torch.zeros(n, k)
+    mix[torch.arange(n), true] = w
+    mix[torch.arange(n), other] += 1 - w
+    lo, hi = cfg.intensity
+    strength = lo + (hi - lo) * torch.rand(n, generator=gen)
+    au = (mix @ proto) * strength[:, None]
+    active = (au > 0).float()
+    au = au * (1 + 0.15 * torch.randn(n, au.shape[1], generator=gen)) + active * 0.05 * torch.randn(
+        n, au.shape[1], generator=gen)
+    spurious = (torch.rand(n, au.shape[1], generator=gen) < 0.04).float()
+    au = (au + spurious * 0.3 * torch.rand(n, au.shape[1], generator=gen)).clamp(0, 1)
+    side = torch.ones(n, 2)
+    if "contempt" in classes:
+        c = classes.index("contempt")
+        share = mix[:, c]
+        right = torch.rand(n, generator=gen) < 0.5
+        weak = 1 - share  # the unilateral part of AU12/14 comes from the contempt component
+        side = torch.stack([torch.where(right, weak, torch.ones(n)), torch.where(right, torch.ones(n), weak)], 1)
+    va = (mix @ circ) * (0.4 + 0.6 * strength[:, None]) + 0.08 * torch.randn(n, 2, generator=gen)
+    return {"true": true, "other": torch.where(blended, other, true), "mix": mix,
+            "strength": strength, "au": au, "side": side, "va": va.clamp(-1, 1)}
+
+
+def _split(cfg: SynthFERConfig, n: int, split: str, image_size: int) -> FaceSet:
+    if n < 1:
+        raise ValueError(f"SynthFER {split} split: size must be at least 1, got {n}")
+    classes = protocol_classes(cfg.protocol)
+    seed = int(hashlib.sha256(f"{cfg.seed}/{split}".encode()).hexdigest()[:15], 16)
+    gen = torch.Generator().manual_seed(seed)
+    expr = sample_expressions(n, cfg, gen)
+    app = sample_appearance(n, gen, cfg.p_glasses, cfg.p_occluder)
+    votes, majority = annotate(expr["au"], classes, cfg, gen)
+    images, landmarks = [], []
+    for start in range(0, n, CHUNK):
+        sl = slice(start, start + CHUNK)
+        noise = torch.Generator().manual_seed(seed + start + 1)
+        img, lmk = render(expr["au"][sl], expr["side"][sl], {k: v[sl] for k, v in app.items()},
+                          image_size, noise)
+        images.append(img)
+        landmarks.append(lmk)
+    au_intensity = expr["au"]
+    return FaceSet(
+        images=torch.cat(images), label=majority.clone(), classes=classes,
+        ids=[f"{split}_{i:05d}" for i in range(n)], clean_label=majority.clone(), true_label=expr["true"],
+        soft_label=votes / votes.sum(1, keepdim=True), au=(au_intensity >= 0.25).float(),
+        au_mask=torch.ones_like(au_intensity), va=expr["va"], va_mask=torch.ones(n),
+        landmarks=torch.cat(landmarks),
+        extras={"votes": votes, "au_intensity": au_intensity, "blend_partner": expr["other"],
+                "blend_weight": expr["mix"].max(1).values, "strength": expr["strength"],
+                "occluded": app["occluder"], "glasses": app["glasses"]},
+        meta={"dataset": "synthfer", "split": split, "au_names": list(AU_NAMES),
+              "synthfer": asdict(cfg), "synthfer_version": VERSION})
+
+
+def generate(cfg: SynthFERConfig, n_train: int = RAFDB_SIZES[0], n_test: int = RAFDB_SIZES[1],
+             image_size: int = 64) -> tuple[FaceSet, FaceSet]:
+    """Generate the train and test splits (no cache). A split depends only on its own size."""
+    return _split(cfg, n_train, "train", image_size), _split(cfg, n_test, "test", image_size)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FERCORE_CACHE", Path.home() / ".cache" / "fercore"))
+
+
+def config_key(cfg: SynthFERConfig, n: int, split: str, image_size: int) -> str:
+    blob = json.dumps({"version": VERSION, "n": n, "split": split, "image_size": image_size,
+                       **asdict(cfg)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_synthfer(cfg: SynthFERConfig, n_train: int = RAFDB_SIZES[0], n_test: int = RAFDB_SIZES[1],
+                  image_size: int = 64, cache: bool = True, verbose: bool = False) -> tuple[FaceSet, FaceSet]:
+    """Train and test FaceSets, each cached on disk under a key of everything that made it."""
+    out = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        path = cache_dir() / f"synthfer-{config_key(cfg, n, split, image_size)}.pt"
+        if cache and path.exists():
+            out.append(FaceSet.load(path))
+            continue
+        t0 = time.perf_counter()
+        fs = _split(cfg, n, split, image_size)
+        if verbose:
+            print(f"SynthFER {split}: generated {n} faces at {image_size}px in {time.perf_counter() - t0:.1f}s")
+        if cache:
+            fs.save(path)
+        out.append(fs)
+    return out[0], out[1]
+
+
+__all__ = ["AU_INDEX", "SynthFERConfig", "generate", "load_synthfer", "sample_expressions"]

@@ -1,0 +1,13 @@
+"""The errors fercore raises for bad input: one line naming the key, file or line at fault."""
+
+
+class ConfigError(ValueError):
+    """A config problem: unknown key, wrong type, unknown profile or method."""
+
+
+class DataError(ValueError):
+    """A dataset problem: missing folder or file, bad label line, corrupt image, empty split."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""

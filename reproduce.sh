@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# fercore's two commands (see README.md):
+#   ./reproduce.sh          set up, then run every notebook (quick profile) and regenerate figures/
+#   ./reproduce.sh test     set up, then run every test: pytest unit tests + nbval over the notebooks
+set -euo pipefail
+
+usage() {
+  cat <<'TXT'
+usage: ./reproduce.sh [test] [options]
+
+  (no command)          run every notebook in notebooks/ with papermill and regenerate figures/
+  test                  run the unit tests and every notebook under nbval (smoke profile)
+
+options:
+  --profile NAME        smoke | quick | paper            (default: quick; test always uses smoke)
+  --dataset NAME        dataset reader                   (default: synthfer, the embedded data)
+  --data-root PATH      folder of a real dataset in its official layout
+  --device DEV          auto | cpu | cuda | cuda:N       (default: auto)
+  --notebook NAME       run only notebooks whose file name starts with NAME (e.g. 00)
+  --use-active-env      install into and use the active virtualenv/conda env instead of ./.venv
+  -h, --help            show this help
+
+Executed notebooks go to runs/<profile>/notebooks/, training runs to runs/<profile>/,
+figures and tables to figures/ (quick), figures/paper/ (paper) or runs/smoke/figures/ (smoke).
+TXT
+}
+
+mode=figures profile="" dataset=synthfer data_root="" device=auto only="" active=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    test) mode=test ;;
+    --profile) profile="${2:?--profile needs a value}"; shift ;;
+    --dataset) dataset="${2:?--dataset needs a value}"; shift ;;
+    --data-root) data_root="${2:?--data-root needs a value}"; shift ;;
+    --device) device="${2:?--device needs a value}"; shift ;;
+    --notebook) only="${2:?--notebook needs a value}"; shift ;;
+    --use-active-env) active=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "reproduce.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "${profile:-quick}" in smoke|quick|paper) ;; *)
+  echo "reproduce.sh: unknown profile '$profile'; expected smoke, quick or paper" >&2; exit 2 ;; esac
+if [ "$mode" = test ] && [ -n "$profile$data_root" ]; then
+  echo "reproduce.sh: 'test' always runs the smoke profile on SynthFER; drop --profile/--data-root" >&2; exit 2
+fi
+if [ -n "$data_root" ] && [ ! -d "$data_root" ]; then
+  echo "reproduce.sh: --data-root '$data_root' is not a folder" >&2; exit 2
+fi
+profile="${profile:-quick}"
+cd "$(dirname "$0")"
+
+# --- setup: a virtualenv with fercore and its dev tools, reinstalled only when pyproject changes ---
+if [ "$active" = 1 ]; then
+  py=python3
+  "$py" -c 'import os, sys; sys.exit(0 if sys.prefix != sys.base_prefix or os.environ.get("CONDA_PREFIX") else 1)' || {
+    echo "reproduce.sh: --use-active-env given, but no virtualenv or conda env is active" >&2; exit 2; }
+else
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  py="$PWD/.venv/bin/python"
+fi
+stamp="$("$py" -c 'import sys; print(sys.prefix)')/.fercore-install-stamp"
+want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "reproduce.sh: installing fercore and its dependencies (a few minutes the first time)"
+  start=$SECONDS
+  "$py" -m pip install --quiet --upgrade pip
+  "$py" -m pip install --quiet -e ".[dev]"
+  echo "$want" > "$stamp"
+  echo "reproduce.sh: installed in $((SECONDS - start)) s"
+fi
+export HF_HUB_OFFLINE=1 MPLBACKEND=Agg PYTHONUNBUFFERED=1
+
+notebooks=()
+for nb in notebooks/[0-9]*.ipynb; do
+  case "$(basename "$nb")" in "$only"*) notebooks+=("$nb") ;; esac
+done
+[ ${#notebooks[@]} -gt 0 ] || { echo "reproduce.sh: no notebook matches '$only'" >&2; exit 2; }
+
+if [ "$mode" = test ]; then
+  start=$SECONDS
+  rm -rf runs/smoke  # notebooks reuse identical finished runs; tests must train from scratch
+  "$py" -m pytest tests "${notebooks[@]}" --nbval-lax --nbval-current-env \
+    --nbval-sanitize-with .ci/sanitize.cfg --nbval-cell-timeout 900 -q
+  echo "reproduce.sh: all tests passed in $((SECONDS - start)) s"
+  exit 0
+fi
+
+outdir="runs/$profile/notebooks"
+mkdir -p "$outdir"
+start=$SECONDS
+for nb in "${notebooks[@]}"; do
+  out="$outdir/$(basename "$nb")"
+  echo "reproduce.sh: running $nb ($profile profile)"
+  t=$SECONDS
+  if ! "$py" -m papermill "$nb" "$out" -k python3 --cwd notebooks --log-level WARNING \
+      -p PROFILE "$profile" -p DATASET "$dataset" -r DATA_ROOT "$data_root" -p DEVICE "$device"; then
+    echo "reproduce.sh: $nb failed; the cell that failed and its error are above and in $out" >&2
+    exit 1
+  fi
+  echo "reproduce.sh: $nb done in $((SECONDS - t)) s"
+done
+echo "reproduce.sh: ${#notebooks[@]} notebooks ran in $((SECONDS - start)) s; figures are in figures/"

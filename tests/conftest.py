@@ -1,0 +1,28 @@
+import os
+import tempfile
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["FERCORE_CACHE"] = tempfile.mkdtemp(prefix="fercore-test-cache-")
+
+
+@pytest.fixture(scope="session")
+def synth_small():
+    """A small SynthFER draw shared by tests (train 256, test 96, 48 px)."""
+    from fercore.data.synthfer import SynthFERConfig, load_synthfer
+
+    return load_synthfer(SynthFERConfig(), n_train=256, n_test=96, image_size=48)
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """A config that trains in a few seconds on CPU."""
+    from fercore.config import build_config
+
+    def make(*overrides, method="ce"):
+        return build_config("smoke", overrides=[f"out_dir={tmp_path / 'runs'}", f"method={method}",
+                                                "data.n_train=128", "data.n_test=64", "data.image_size=32",
+                                                "model.backbone=resnet10t", "train.batch_size=32",
+                                                *overrides])
+    return make
