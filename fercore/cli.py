@@ -1,21 +1,131 @@
-"""Command line: `python -m fercore train|data ...` with `--config` YAML and `key=value` overrides."""
+"""Command line: `python -m fercore train|eval|predict|data ...` with `--config` YAML and `key=value` overrides."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from pathlib import Path
 
 from .errors import ConfigError, DataError, NonFiniteLossError
 
 
 def _train(args) -> None:
     from .config import build_config
+    from .distributed import shutdown
     from .engine import fit
 
     cfg = build_config(args.profile, args.config, args.overrides)
-    run = fit(cfg, if_exists=args.if_exists)
-    s = run.summary
-    print(f"{run.path}: last-epoch test acc {s['last']['test_acc']:.4f}, "
-          f"best {s['best']['test_acc']:.4f} (epoch {s['best']['epoch']})")
+    try:
+        run = fit(cfg, if_exists=args.if_exists)
+    finally:
+        shutdown()
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary line
+        s = run.summary
+        print(f"{run.path}: last-epoch test acc {s['last']['test_acc']:.4f}, "
+              f"best {s['best']['test_acc']:.4f} (epoch {s['best']['epoch']})")
+
+
+def _eval(args) -> None:
+    """Evaluate a run's last checkpoint on its test split (or the split `key=value` overrides select)."""
+    from .data.datasets import load_dataset
+    from .engine import evaluate, resolve_device, restore
+
+    device = resolve_device(args.device)
+    cfg, method = restore(args.run, device, args.overrides)
+    _, test = load_dataset(cfg.data)
+    ev = evaluate(method, test, cfg, device)
+    report = {k: v for k, v in ev.items() if k not in ("pred", "prob")}
+    report.update(run=str(args.run), dataset=cfg.data.dataset, n_test=len(test))
+    line = f"{args.run}: test acc {report['acc']:.4f}, mean class acc {report['mean_class_acc']:.4f}"
+    print(line + (f", true-emotion acc {report['acc_true']:.4f}" if "acc_true" in report else "")
+          + f" ({len(test)} images of {cfg.data.dataset})")
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def image_files(paths: list[str]) -> list[Path]:
+    """The image files named, and those inside the folders named (recursively, sorted)."""
+    from .errors import DataError
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"{p}: no such image file or folder")
+    if not files:
+        raise DataError(f"no images found in {paths} (expected {', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def read_image(path: Path, size: int):
+    """(3, size, size) uint8 RGB, resized like the readers do (antialiased)."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.v2 import functional as TF
+
+    from .errors import DataError
+
+    try:
+        with Image.open(path) as im:
+            img = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise DataError(f"{path}: cannot decode image ({str(e).splitlines()[0]})") from None
+    return TF.resize(img, [size, size], antialias=True) if img.shape[-2:] != (size, size) else img
+
+
+def predict_table(run: str, files: list[Path], device: str = "cpu", batch_size: int = 64):
+    """A pandas table, one row per image: predicted expression, its probability distribution and
+    whatever else the method estimates (importance, uncertainty, AUs, VA) from `Method.predict`."""
+    import pandas as pd
+    import torch
+
+    from .data.faceset import FaceSet
+    from .data.loader import Loader
+    from .engine import resolve_device, restore
+
+    dev = resolve_device(device)
+    cfg, method = restore(run, dev)
+    facts = method.facts
+    images = torch.stack([read_image(f, facts.image_size) for f in files])
+    data = FaceSet(images=images, label=torch.zeros(len(files), dtype=torch.long), classes=tuple(facts.classes),
+                   ids=[str(f) for f in files])
+    rows: dict[str, list] = {}
+    with torch.no_grad():
+        for b in Loader(data, batch_size, dev, normalize=cfg.data.normalize):
+            out = method.predict(b)
+            prob = out.pop("logits").float().softmax(1).cpu()
+            cols = {"expression": [facts.classes[i] for i in prob.argmax(1).tolist()]}
+            cols.update({f"p_{c}": prob[:, k].tolist() for k, c in enumerate(facts.classes)})
+            for name, v in out.items():
+                v = v.float().cpu()
+                if v.ndim == 1:
+                    cols[name] = v.tolist()
+                elif v.ndim == 2:
+                    sub = {"au": facts.au_names, "va": ["valence", "arousal"]}.get(name)
+                    sub = sub if sub and len(sub) == v.shape[1] else [str(j) for j in range(v.shape[1])]
+                    cols.update({f"{name}_{s}": v[:, j].tolist() for j, s in enumerate(sub)})
+            for k, v in cols.items():
+                rows.setdefault(k, []).extend(v)
+    return pd.DataFrame({"file": [str(f) for f in files], **rows})
+
+
+def _predict(args) -> None:
+    table = predict_table(args.run, image_files(args.images), args.device, args.batch_size)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.out:
+        out = Path(args.out)
+        if out.suffix == ".json":
+            out.write_text(table.to_json(orient="records", indent=2))
+        else:
+            table.to_csv(out, index=False)
 
 
 def _data_export(args) -> None:
@@ -28,6 +138,18 @@ def _data_export(args) -> None:
     writer = {"rafdb": export_rafdb, "folder": export_folder}[args.layout]
     root = writer(train, test, args.out)
     print(f"wrote {len(train)} train and {len(test)} test images of {cfg.data.dataset} in the {args.layout} layout to {root}")
+
+
+def _data_check(args) -> int:
+    """Print the data doctor's report; exit code 1 if it found problems."""
+    from .config import build_config
+    from .data.doctor import check
+
+    cfg = build_config(args.profile, args.config, [*args.overrides, f"data.dataset={args.dataset}",
+                                                   f"data.data_root={args.data_root}"])
+    report = check(cfg.data, decode=args.decode)
+    print(report.text())
+    return 0 if report.ok else 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,6 +171,22 @@ def parser() -> argparse.ArgumentParser:
                    help="keep an existing run if it finished with the same config, data and code")
     t.set_defaults(func=_train)
 
+    ev = sub.add_parser("eval", help="evaluate a run directory's last checkpoint")
+    ev.add_argument("run", help="run directory (holds config.json and checkpoint.pt)")
+    ev.add_argument("overrides", nargs="*", metavar="key=value",
+                    help="change the evaluation data, e.g. data.dataset=folder data.data_root=DIR")
+    ev.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
+    ev.add_argument("--out", help="also write the metrics (with the confusion matrix) to this JSON file")
+    ev.set_defaults(func=_eval)
+
+    pr = sub.add_parser("predict", help="expression distribution (and uncertainty, AUs, VA) of image files")
+    pr.add_argument("run", help="run directory (holds config.json and checkpoint.pt)")
+    pr.add_argument("images", nargs="+", help="image files and/or folders of images")
+    pr.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
+    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--out", help="also write the table to this .csv or .json file")
+    pr.set_defaults(func=_predict)
+
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
     e = dsub.add_parser("export", help="write the configured dataset (e.g. SynthFER) in a real layout")
@@ -56,14 +194,19 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--layout", choices=["rafdb", "folder"], required=True)
     e.add_argument("--out", required=True, help="folder to write")
     e.set_defaults(func=_data_export)
+    c = dsub.add_parser("check", help="validate a dataset copy: layout, counts, mapping, label-file hashes")
+    common(c)
+    c.add_argument("--dataset", required=True, help="reader name, e.g. rafdb, affectnet8, ferplus, ckplus")
+    c.add_argument("--data-root", required=True, help="folder of the dataset in its official layout")
+    c.add_argument("--decode", type=int, default=32, help="images opened per split (-1: all; default 32)")
+    c.set_defaults(func=_data_check)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args) or 0  # a command may return a non-zero exit code (data check)
     except (ConfigError, DataError, NonFiniteLossError, FileExistsError) as e:
         print(f"fercore: error: {e}", file=sys.stderr)
         return 2
-    return 0

@@ -1,8 +1,9 @@
-"""Classification metrics on predictions, via scikit-learn."""
+"""Classification metrics on predictions, via scikit-learn; auxiliary-task (AU F1, VA CCC) and
+relabel-quality metrics for MTAC's multi-task and relabeling outputs."""
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score, confusion_matrix
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict:
@@ -12,3 +13,68 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: i
         "mean_class_acc": float(balanced_accuracy_score(y_true, y_pred)),
         "confusion": confusion_matrix(y_true, y_pred, labels=list(range(num_classes))).tolist(),
     }
+
+
+def au_f1(y_true: np.ndarray, y_prob: np.ndarray, mask: np.ndarray | None = None, names: list[str] | None = None,
+          threshold: float = 0.5) -> dict:
+    """F1 per AU (sklearn, positive class 1) over the annotated rows of each AU, and their mean over
+    AUs with at least one annotated row. y_true (N, A) 0/1, y_prob (N, A) probabilities."""
+    y_true, pred = np.asarray(y_true) > 0.5, np.asarray(y_prob) >= threshold
+    mask = np.ones_like(y_true) if mask is None else np.asarray(mask) > 0.5
+    names = names or [f"au{j}" for j in range(y_true.shape[1])]
+    per = {n: float(f1_score(y_true[mask[:, j], j], pred[mask[:, j], j], zero_division=0))
+           for j, n in enumerate(names) if mask[:, j].any()}
+    return {"per_au": per, "mean": float(np.mean(list(per.values()))) if per else float("nan")}
+
+
+def concordance(x: np.ndarray, y: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient (population moments)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    cov = ((x - x.mean()) * (y - y.mean())).mean()
+    return float(2 * cov / (x.var() + y.var() + (x.mean() - y.mean()) ** 2))
+
+
+def va_ccc(y_true: np.ndarray, y_pred: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    """CCC of valence and arousal over the annotated samples (mask (N,)), and their mean."""
+    keep = np.ones(len(y_true), bool) if mask is None else np.asarray(mask).reshape(-1) > 0.5
+    v = concordance(y_true[keep, 0], y_pred[keep, 0])
+    a = concordance(y_true[keep, 1], y_pred[keep, 1])
+    return {"valence": v, "arousal": a, "mean": (v + a) / 2}
+
+
+def relabel_quality(given: np.ndarray, final: np.ndarray, reference: np.ndarray) -> dict:
+    """How well relabeling repaired the training labels, against `reference` (the clean label
+    before injected noise, or the true emotion where known).
+
+    precision: share of relabelled samples whose new label is the reference; recall: share of
+    wrongly labelled samples that now carry the reference label; harmed: correctly labelled samples
+    relabelled away; detect_precision / detect_recall (sklearn): relabelled vs wrongly labelled,
+    whatever the new label.
+    """
+    given, final, reference = map(np.asarray, (given, final, reference))
+    relabelled, wrong = final != given, given != reference
+    fixed = final == reference
+    return {"n_relabelled": int(relabelled.sum()), "n_wrong": int(wrong.sum()),
+            "precision": float(fixed[relabelled].mean()) if relabelled.any() else float("nan"),
+            "recall": float(fixed[wrong].mean()) if wrong.any() else float("nan"),
+            "harmed": int((relabelled & ~wrong).sum()),
+            "detect_precision": float(precision_score(wrong, relabelled, zero_division=0)),
+            "detect_recall": float(recall_score(wrong, relabelled, zero_division=0))}
+
+
+def auxiliary_report(data, estimates: dict[str, np.ndarray]) -> dict:
+    """Test metrics of auxiliary estimates (`Method.predict`'s 'au' probabilities and 'va') on a
+    FaceSet with such labels: au_f1 (mean), au_f1_per_au, va_ccc (mean), va_ccc_valence, va_ccc_arousal."""
+    out: dict = {}
+    if "au" in estimates and data.au is not None:
+        mask = None if data.au_mask is None else data.au_mask.numpy()
+        if mask is None or mask.any():
+            names = data.meta.get("au_names") or None
+            r = au_f1(data.au.numpy(), estimates["au"], mask, list(names) if names else None)
+            out.update(au_f1=r["mean"], au_f1_per_au=r["per_au"])
+    if "va" in estimates and data.va is not None:
+        mask = None if data.va_mask is None else data.va_mask.numpy()
+        if mask is None or mask.reshape(-1).sum() >= 2:
+            r = va_ccc(data.va.numpy(), estimates["va"], mask)
+            out.update(va_ccc=r["mean"], va_ccc_valence=r["valence"], va_ccc_arousal=r["arousal"])
+    return out

@@ -4,7 +4,7 @@ import torch
 from fercore.cli import main
 from fercore.config import build_config
 from fercore.data.datasets import load_dataset
-from fercore.data.folder import read_folder
+from fercore.data.readers.folder import read_folder
 from fercore.data.synthfer.export import export_folder, export_rafdb
 from fercore.errors import DataError
 

@@ -58,6 +58,7 @@ class FaceSet:
             raise ValueError(f"FaceSet.ids has {len(self.ids)} entries, images have {n}")
         if n and (int(self.label.min()) < 0 or int(self.label.max()) >= len(self.classes)):
             raise ValueError(f"FaceSet.label outside 0..{len(self.classes) - 1}")
+        self.meta = json.loads(json.dumps(self.meta))  # JSON-normal, so it survives save/load unchanged
 
     def __len__(self) -> int:
         return len(self.images)

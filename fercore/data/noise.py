@@ -1,15 +1,86 @@
-"""Label-noise protocols: synthetic flips of training labels only (methods.md, Protocols).
+"""Label-noise protocols: flips of training labels only (methods.md, Protocols; datasets.md 2.3).
 
-`symmetric` follows SCN's generator `[lineage: SCN generate.py]`: each sample is flipped with
-probability `rate` (a Bernoulli draw per sample, as in EAC's files), to a class drawn uniformly
-from the other classes, so a flipped label never equals its original. Seeded, unlike SCN's.
+`data.noise` grammar:
+* `none`;
+* `sym:<rate>`: each sample flips with probability `rate` (a Bernoulli draw per sample, as in EAC's
+  files) to a class drawn uniformly from the other classes, so a flipped label never equals its
+  original `[lineage: SCN generate.py]`, seeded (SCN's is not);
+* `asym:<rate>[:<from>><to>,...]`: class-dependent flips, each sample of a mapped class flips with
+  probability `rate` to its class's partner. Default pairs `ASYM_PAIRS` `[lineage: LA-Net's
+  commented-out map]`, contempt -> disgust `[ours]`; classes without a partner (e.g. AffWild2's
+  `other`) never flip;
+* `eac10`, `eac20`, `eac30`: RAF-DB only, EAC's `EmoLabel/noise0{1,2,3}.txt`, accepted only if the
+  sha256 matches (`EAC_NOISE`) `[lineage: EAC]`;
+* `file:<path>`: any `name code` file in the dataset's coding (RAF-DB: codes 1..7; others: head
+  index), one line per training row of the full split, as `write_label_file` writes it.
+
+`inject` returns the realised flip rate and the injected confusion matrix in `meta['noise']`
+(the engine logs it in env.json). Test labels are never passed here.
 """
 from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from ..errors import DataError
+from .classes import CODINGS, canonical_name
 from .faceset import FaceSet
+
+# EAC's RAF-DB noise files (datasets.md 2.3): spec -> (file under the data root, sha256, rows).
+EAC_NOISE = {
+    "eac10": ("EmoLabel/noise01.txt", "b452aca82ca7d2b9e62306e4513cca92aa32766ed47ed4137d61dd737155449a"),
+    "eac20": ("EmoLabel/noise02.txt", "04d8c16247bd1dacdad9e5de880dca53f6b79e71aa919ed749b93a489e3cf8ac"),
+    "eac30": ("EmoLabel/noise03.txt", "bb2f536c87af0b20d16b8e48945c3d6220fad0b4d4ee39b8b99f2007745dbe58"),
+}
+ASYM_PAIRS = {"anger": "disgust", "disgust": "anger", "fear": "surprise", "happy": "neutral", "sad": "neutral",
+              "surprise": "anger", "neutral": "sad", "contempt": "disgust"}
+
+
+class NoiseSpec(NamedTuple):
+    kind: str                     # none | sym | asym | file
+    rate: float = 0.0             # asked flip rate (sym, asym)
+    pairs: tuple = ()             # asym: ((from, to), ...) canonical names
+    path: str = ""                # file: the label file; eac: its path under the data root
+    sha256: str = ""              # eac: the required hash
+
+
+def parse_spec(spec: str) -> NoiseSpec:
+    """Parse a `data.noise` string (module docstring); errors name the key and the spec."""
+    if spec == "none":
+        return NoiseSpec("none")
+    if spec in EAC_NOISE:
+        return NoiseSpec("file", path=EAC_NOISE[spec][0], sha256=EAC_NOISE[spec][1])
+    kind, _, rest = spec.partition(":")
+    if kind == "file" and rest:
+        return NoiseSpec("file", path=rest)
+    if kind not in ("sym", "asym") or not rest:
+        raise ValueError(f"data.noise: expected none, sym:<rate>, asym:<rate>[:a>b,...], eac10|eac20|eac30 or "
+                         f"file:<path>, got {spec!r}")
+    rate_text, _, pair_text = rest.partition(":")
+    try:
+        rate = float(rate_text)
+    except ValueError:
+        raise ValueError(f"data.noise: rate in {spec!r} is not a number") from None
+    if not 0 <= rate <= 1:
+        raise ValueError(f"data.noise: rate in {spec!r} must be in [0, 1]")
+    if kind == "sym":
+        if pair_text:
+            raise ValueError(f"data.noise: sym takes no class pairs, got {spec!r}")
+        return NoiseSpec("sym", rate)
+    pairs = ASYM_PAIRS.items()
+    if pair_text:
+        try:
+            pairs = [tuple(canonical_name(c) for c in p.split(">")) for p in pair_text.split(",")]
+        except KeyError as e:
+            raise ValueError(f"data.noise: {e.args[0]} in {spec!r}") from None
+        if any(len(p) != 2 or p[0] == p[1] for p in pairs):
+            raise ValueError(f"data.noise: pairs in {spec!r} must read <from>><to> with two different classes")
+    return NoiseSpec("asym", rate, tuple(pairs))
 
 
 def symmetric(labels: Tensor, rate: float, num_classes: int, seed: int) -> Tensor:
@@ -22,6 +93,27 @@ def symmetric(labels: Tensor, rate: float, num_classes: int, seed: int) -> Tenso
     return torch.where(flip, (labels + shift) % num_classes, labels)
 
 
+def asym_targets(pairs, classes: tuple[str, ...]) -> Tensor:
+    """(K,) partner index per class (-1: never flips). A pair leaving the classes is an error,
+    a pair whose source class is absent is ignored (e.g. neutral under ckplus7)."""
+    target = torch.full((len(classes),), -1, dtype=torch.long)
+    for src, dst in pairs:
+        if src not in classes:
+            continue
+        if dst not in classes:
+            raise ValueError(f"data.noise: asym pair {src}>{dst} leaves the classes {classes}; give pairs "
+                             f"explicitly, e.g. asym:0.3:{src}>{next(c for c in classes if c != src)}")
+        target[classes.index(src)] = classes.index(dst)
+    return target
+
+
+def asymmetric(labels: Tensor, rate: float, target: Tensor, seed: int) -> Tensor:
+    """Flip each label of a class with a partner (`target[k] >= 0`) to it with probability `rate`."""
+    gen = torch.Generator().manual_seed(seed)
+    flip = (torch.rand(len(labels), generator=gen) < rate) & (target[labels] >= 0)
+    return torch.where(flip, target[labels], labels)
+
+
 def confusion(before: Tensor, after: Tensor, num_classes: int) -> Tensor:
     """(K, K) counts: row = label before injection, column = label after."""
     m = torch.zeros(num_classes, num_classes, dtype=torch.long)
@@ -29,27 +121,86 @@ def confusion(before: Tensor, after: Tensor, num_classes: int) -> Tensor:
     return m
 
 
-def parse_spec(spec: str) -> tuple[str, float]:
-    """'none' -> ('none', 0); 'sym:0.3' -> ('sym', 0.3)."""
-    if spec == "none":
-        return "none", 0.0
-    kind, _, rate = spec.partition(":")
-    if kind != "sym" or not rate:
-        raise ValueError(f"data.noise: expected 'none' or 'sym:<rate>', got {spec!r}")
-    try:
-        return kind, float(rate)
-    except ValueError:
-        raise ValueError(f"data.noise: rate in {spec!r} is not a number") from None
+def _code_table(fs: FaceSet) -> dict:
+    """head index -> raw code of the dataset's label coding (head index itself where none applies)."""
+    coding = CODINGS.get(fs.meta.get("coding", ""))
+    table = coding.from_index(fs.classes) if coding is not None else {}
+    return table if len(table) == fs.num_classes else {k: k for k in range(fs.num_classes)}
+
+
+def write_label_file(path: str | Path, names: list[str], labels: Tensor, fs: FaceSet) -> str:
+    """Write `name code` lines in `fs`'s coding (RAF-DB: 1..7), LF, no final newline, as EAC's
+    files are; returns the file's sha256 (publish it with the file)."""
+    table = _code_table(fs)
+    data = "\n".join(f"{n} {table[int(k)]}" for n, k in zip(names, labels)).encode()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_label_file(path: Path, fs: FaceSet, sha256: str = "") -> tuple[Tensor, str]:
+    """Noisy head indices for `fs`'s samples from a `name code` file covering the full training
+    split (`fs.meta['n_rows']` lines), and the file's sha256. Errors name the file and line."""
+    from .readers.common import Problems, sha256_file
+    from .readers.rafdb import parse_name_code
+
+    if not path.is_file():
+        raise DataError(f"{path}: noise label file missing")
+    digest = sha256_file(path)
+    if sha256 and digest != sha256:
+        raise DataError(f"{path}: sha256 {digest} differs from the published {sha256}; fercore accepts only "
+                        "the published file (use file:<path> for another draw)")
+    table = _code_table(fs)
+    rows = parse_name_code(path, Problems(strict=True), {raw: k for k, raw in table.items()}, re.compile(r"\S+"))
+    expected = fs.meta.get("n_rows", len(fs))
+    if len(rows) != expected:
+        line = rows[expected][0] if len(rows) > expected else (rows[-1][0] + 1 if rows else 1)
+        raise DataError(f"{path}:{line}: {len(rows)} label lines, the training split has {expected} rows")
+    code = {name: (line, raw) for line, name, raw in rows}
+    missing = [i for i in fs.ids if i not in code]
+    if missing:
+        raise DataError(f"{path}: no line for training image {missing[0]!r} ({len(missing)} missing)")
+    index = {raw: k for k, raw in table.items()}
+    return torch.tensor([index[code[i][1]] for i in fs.ids], dtype=torch.long), digest
 
 
 def inject(train: FaceSet, spec: str, seed: int) -> FaceSet:
-    """Return `train` with noisy labels; `clean_label` keeps the labels before injection and
-    `meta['noise']` the realised rate and injected confusion matrix. Test sets are never passed here."""
-    kind, rate = parse_spec(spec)
+    """Return `train` with noisy labels; `clean_label` keeps the labels before injection,
+    `extras['flipped']` marks flips and `meta['noise']` reports the realised rate and the
+    injected confusion matrix. Test sets are never passed here."""
+    try:
+        s = parse_spec(spec)
+        target = asym_targets(s.pairs, train.classes) if s.kind == "asym" else None
+    except ValueError as e:
+        raise DataError(str(e)) from None
     before = train.label
-    after = before.clone() if kind == "none" else symmetric(before, rate, train.num_classes, seed)
+    file_info = {}
+    if s.kind == "none":
+        after = before.clone()
+    elif s.kind == "sym":
+        after = symmetric(before, s.rate, train.num_classes, seed)
+    elif s.kind == "asym":
+        after = asymmetric(before, s.rate, target, seed)
+    else:
+        path = Path(s.path)
+        if s.sha256:
+            if train.meta.get("dataset") != "rafdb":
+                raise DataError(f"data.noise: {spec} is EAC's RAF-DB file; dataset is {train.meta.get('dataset')!r}")
+            path = Path(train.meta["root"]) / s.path
+        elif not path.is_absolute() and not path.exists() and "root" in train.meta:
+            path = Path(train.meta["root"]) / s.path
+        after, digest = read_label_file(path, train, s.sha256)
+        file_info = {"file": str(path), "sha256": digest}
+    report = {"spec": spec, "kind": s.kind, "seed": seed if s.kind in ("sym", "asym") else None,
+              "rate_asked": s.rate if s.kind in ("sym", "asym") else None, **file_info}
+    return train.replace(label=after, clean_label=before.clone(), extras={**train.extras, "flipped": after != before},
+                         meta={**train.meta, "noise": {**report, **noise_report(before, after, train.num_classes)}})
+
+
+def noise_report(before: Tensor, after: Tensor, num_classes: int) -> dict:
+    """Realised flip rate overall and per class (of the clean label), and the confusion matrix."""
     flipped = after != before
-    report = {"spec": spec, "seed": seed, "rate_asked": rate, "rate_realised": flipped.float().mean().item(),
-              "n_flipped": int(flipped.sum()), "confusion": confusion(before, after, train.num_classes).tolist()}
-    return train.replace(label=after, clean_label=before.clone(), extras={**train.extras, "flipped": flipped},
-                         meta={**train.meta, "noise": report})
+    per_class = [flipped[before == k].float().mean().item() if (before == k).any() else 0.0
+                 for k in range(num_classes)]
+    return {"rate_realised": flipped.float().mean().item() if len(before) else 0.0, "n_flipped": int(flipped.sum()),
+            "rate_per_class": per_class, "confusion": confusion(before, after, num_classes).tolist()}

@@ -3,10 +3,18 @@
 A method builds its model from a RunConfig, defines `loss(batch, out, state)`, and may define
 `after_step` / `on_epoch_end` (e.g. relabeling) and `diagnostics` (per-sample scores the
 analysis notebooks read). Adding a method is one new file in this package (design.md).
+
+Rebuilding a trained method without its training data (`fercore eval|predict`): the engine
+stores `DataFacts` (classes, train size, image size, AU names, ...) in every checkpoint and
+rebuilds with `Method(cfg, facts)`. So a method reads only `DataFacts` fields from `train`,
+except for statistics it computes from the training data (e.g. an AU co-occurrence graph): those
+must be registered buffers, allocated from the facts' shapes when `train` is a `DataFacts`,
+and filled by `load_state_dict` from the checkpoint.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
 import torch
@@ -44,15 +52,72 @@ class TrainState:
             self.relabels.append({"epoch": self.epoch, "index": i, "old": o, "new": n, "score": s})
 
 
+@dataclass
+class DataFacts:
+    """What a method may know about its training split without its samples (saved in checkpoints)."""
+
+    classes: list[str]
+    num_train: int
+    image_size: int
+    channels: int = 3
+    au_names: list[str] | None = None    # names of the AU columns when the split has AU labels
+    has_va: bool = False
+    has_landmarks: bool = False
+
+    @classmethod
+    def of(cls, data: FaceSet | DataFacts) -> DataFacts:
+        if isinstance(data, DataFacts):
+            return data
+        au_names = None
+        if data.au is not None:
+            au_names = list(data.meta.get("au_names") or [f"au{i}" for i in range(data.au.shape[1])])
+        return cls(classes=list(data.classes), num_train=len(data), image_size=data.image_size,
+                   channels=data.images.shape[1], au_names=au_names, has_va=data.va is not None,
+                   has_landmarks=data.landmarks is not None)
+
+    def __len__(self) -> int:
+        return self.num_train
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SampleRecord:
+    """A per-training-sample score written as batches pass; NaN for samples not seen in the epoch
+    of the latest write (so ranks of a distributed run can merge their shards). `width` > 0 records
+    a row of that many values per sample (e.g. AU probabilities), shape (n, width)."""
+
+    def __init__(self, n: int, width: int = 0) -> None:
+        self.values = torch.full((n, width) if width else (n,), math.nan)
+        self.epoch = -1
+
+    def write(self, index: Tensor, values: Tensor, epoch: int) -> None:
+        if self.values.device != index.device:
+            self.values = self.values.to(index.device)
+        if epoch != self.epoch:
+            self.values.fill_(math.nan)
+            self.epoch = epoch
+        self.values[index] = values.detach().float().reshape(len(index), *self.values.shape[1:])
+
+
 class Method(nn.Module):
-    """Base class. Subclasses set `name` and `Params` and implement `forward` and `loss`."""
+    """Base class. Subclasses set `name` and `Params` and implement `forward` and `loss`.
+
+    Everything a loss needs must come out of `forward` (so DistributedDataParallel sees every
+    parameter used); `loss` only combines `forward`'s outputs with the batch.
+    """
 
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
 
-    def __init__(self, cfg: RunConfig, train: FaceSet) -> None:
+    def __init__(self, cfg: RunConfig, train: FaceSet | DataFacts) -> None:
         super().__init__()
         self.cfg, self.params = cfg, cfg.params
+        self.facts = DataFacts.of(train)
         self.num_classes = train.num_classes
         self.num_train = len(train)
         self.backbone = Backbone(cfg.model.backbone, cfg.model.drop_rate)
@@ -78,6 +143,14 @@ class Method(nn.Module):
 
     def diagnostics(self) -> dict[str, Tensor]:
         """Per-training-sample scores (N,) to save with the run."""
+        return {}
+
+    def loader_options(self) -> dict:
+        """Extra keyword arguments for the training Loader (e.g. EAC's second view)."""
+        return {}
+
+    def describe(self) -> dict:
+        """Resolved choices worth recording in env.json (e.g. EAC's second view)."""
         return {}
 
     def param_groups(self, optim: OptimConfig) -> list[dict]:

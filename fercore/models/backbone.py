@@ -31,6 +31,31 @@ class Backbone(nn.Module):
         return self.pool(self.forward_features(x))
 
 
+class FeatureStem(nn.Module):
+    """The layers of timm model `name` up to output stride `stride`: (B, 3, H, W) -> (B, C, H/s, W/s).
+
+    Built with timm's `features_only` (only the stages up to that stride are kept), e.g. POI's
+    PIN stem, a backbone cut at stride 8 (28x28 at 224 px).
+    """
+
+    def __init__(self, name: str, stride: int) -> None:
+        super().__init__()
+        try:
+            probe = timm.create_model(name, pretrained=False, features_only=True)
+        except RuntimeError as e:
+            raise ValueError(f"timm cannot build {name!r} with features_only ({e})") from None
+        strides = probe.feature_info.reduction()
+        if stride not in strides:
+            raise ValueError(f"{name} has feature maps at strides {strides}, not {stride}")
+        index = strides.index(stride)
+        self.net = timm.create_model(name, pretrained=False, features_only=True, out_indices=(index,))
+        self.name, self.stride = name, stride
+        self.num_features: int = self.net.feature_info.channels()[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)[0]
+
+
 def init_linear(layer: nn.Linear) -> nn.Linear:
     """timm's default head init, used for every method head so baselines start alike."""
     nn.init.normal_(layer.weight, std=0.01)

@@ -1,61 +1,74 @@
-"""Generic folder layout: `<split>/<class name>/<image>`, class names resolved to the canonical tuple.
+"""Generic folder layout: `<root>/{train,test}/<class name>/<image>`, class names (or synonyms such as
+`happiness`) resolved to the canonical tuple.
 
-Indices follow `CLASSES` order, never folder sorting (datasets.md, 1).
+Head indices follow `data.protocol` when given, else the canonical order of the training folders,
+never folder sorting (datasets.md, 1).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-from torchvision.transforms.v2 import functional as TF
 
-from ..errors import DataError
-from .classes import CLASSES, canonical_name
-from .faceset import FaceSet
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+from ...config import DataConfig
+from ..classes import CLASSES, canonical_name, protocol_classes, resolve_protocol
+from ..faceset import FaceSet
+from .common import IMAGE_SUFFIXES, Problems, Scan, Split, decode_split
 
 
-def decode(path: Path, size: int) -> torch.Tensor:
-    """Read one image as (3, size, size) uint8 RGB, or raise a DataError naming the file."""
-    try:
-        with Image.open(path) as im:
-            img = torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1).contiguous()
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise DataError(f"{path}: cannot decode image ({str(e).splitlines()[0]})") from None
-    if img.shape[-2:] != (size, size):
-        img = TF.resize(img, [size, size], antialias=True)
-    return img
-
-
-def read_folder(split_dir: Path, image_size: int, classes: tuple[str, ...] | None = None) -> FaceSet:
-    """Read `split_dir/<class>/*`; `classes` fixes the head order (default: canonical order of the folders)."""
-    split_dir = Path(split_dir)
+def class_folders(split_dir: Path, problems: Problems) -> dict[str, Path]:
+    """Canonical class name -> folder of one split."""
     if not split_dir.is_dir():
-        raise DataError(f"{split_dir}: split folder missing (expected <split>/<class name>/<image>)")
+        problems.add(split_dir, "split folder missing (expected <split>/<class name>/<image>)")
+        return {}
     folders = {}
     for d in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         try:
             folders[canonical_name(d.name)] = d
         except KeyError:
-            raise DataError(f"{d}: folder name is not an expression; expected one of {CLASSES}") from None
-    if classes is None:
-        classes = tuple(c for c in CLASSES if c in folders)
+            problems.add(d, f"folder name is not an expression; expected one of {CLASSES}")
+    return folders
+
+
+def scan_split(split_dir: Path, classes: tuple[str, ...], problems: Problems) -> Split:
+    folders = class_folders(split_dir, problems)
     extra = set(folders) - set(classes)
     if extra:
-        raise DataError(f"{split_dir}: class folders {sorted(extra)} are not in the training classes {classes}")
-    images, labels, ids = [], [], []
+        problems.add(split_dir, f"class folders {sorted(extra)} are not in the classes {classes}")
+    ids, label, sources = [], [], []
     for k, name in enumerate(classes):
-        if name not in folders:
-            continue
-        for f in sorted(folders[name].iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                images.append(decode(f, image_size))
-                labels.append(k)
-                ids.append(f"{name}/{f.name}")
-    if not images:
-        raise DataError(f"{split_dir}: no images found (expected <class name>/*.jpg|png)")
-    return FaceSet(images=torch.stack(images), label=torch.tensor(labels), classes=classes, ids=ids,
+        if name in folders:
+            for f in sorted(folders[name].iterdir()):
+                if f.suffix.lower() in IMAGE_SUFFIXES:
+                    ids.append(f"{name}/{f.name}")
+                    label.append(k)
+                    sources.append(f)
+    if split_dir.is_dir() and not ids:
+        problems.add(split_dir, "no images found (expected <class name>/*.jpg|png): the split is empty")
+    return Split(ids=ids, label=label, sources=sources, where=[str(s) for s in sources])
+
+
+def _classes(train_dir: Path, protocol: str, problems: Problems) -> tuple[str, ...]:
+    if resolve_protocol("folder", protocol):
+        return protocol_classes(protocol)
+    present = Problems(strict=False)  # folder problems are reported by scan_split
+    folders = class_folders(train_dir, present)
+    return tuple(c for c in CLASSES if c in folders)
+
+
+def scan(cfg: DataConfig, problems: Problems) -> Scan:
+    root = Path(cfg.data_root)
+    classes = _classes(root / "train", cfg.protocol, problems)
+    splits = {s: scan_split(root / s, classes, problems) for s in ("train", "test")}
+    return Scan("folder", root, cfg.protocol or "folder", classes, "class names", splits, {})
+
+
+def read_folder(split_dir: Path, image_size: int, classes: tuple[str, ...] | None = None) -> FaceSet:
+    """One split folder as a FaceSet; `classes` fixes the head order (default: canonical order of its folders)."""
+    split_dir = Path(split_dir)
+    problems = Problems(strict=True)
+    classes = classes or _classes(split_dir, "", problems)
+    split = scan_split(split_dir, classes, problems)
+    images, _ = decode_split(split, image_size, cache=False)
+    return FaceSet(images=images, label=torch.tensor(split.label), classes=classes, ids=split.ids,
                    meta={"dataset": "folder", "root": str(split_dir)})

@@ -1,0 +1,205 @@
+"""The data doctor (datasets.md 10; baselines.md R3): validate a dataset copy on disk and report,
+without stopping at the first problem, what fercore will read from it.
+
+`check(cfg)` runs the reader's own scan with a collecting `Problems`, then reports: every problem
+with its file and line; per-class counts per split against the published counts; the label
+mapping of the active protocol; label-file sha256 (raw and LF-normalised) against the published
+hashes; RAF-DB's EAC noise files; image sizes and modes of a decoded sample; and dataset facts
+(FERPlus tie rule and derived-label hash, CK+ folds, dropped AffectNet codes, skipped frames).
+`python -m fercore data check --dataset NAME --data-root PATH` prints it and exits 1 on problems.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from ..config import DataConfig
+from ..errors import ConfigError, DataError
+from .classes import CODINGS, PROTOCOL_CODING, mapping_table
+from .noise import EAC_NOISE
+from .readers import SCANNERS
+from .readers.common import PixelRow, Problems, Scan, normalised_sha256, sha256_file
+from .readers.rafdb import parse_name_code
+
+# Published per-class counts by raw code (datasets.md 2.2 and 4) and split sizes (3.3).
+PUBLISHED_COUNTS = {
+    "rafdb": {"train": {1: 1290, 2: 281, 3: 717, 4: 4772, 5: 1982, 6: 705, 7: 2524},
+              "test": {1: 329, 2: 74, 3: 160, 4: 1185, 5: 478, 6: 162, 7: 680}},
+    "fer2013": {"train": {0: 3995, 1: 436, 2: 4097, 3: 7215, 4: 4830, 5: 3171, 6: 4965},
+                "val": {0: 467, 1: 56, 2: 496, 3: 895, 4: 653, 5: 415, 6: 607},
+                "test": {0: 491, 1: 55, 2: 528, 3: 879, 4: 594, 5: 416, 6: 626}},
+}
+PUBLISHED_SIZES = {"affectnet7": {"train": 283901, "test": 3500}, "affectnet8": {"train": 287651, "test": 3999}}
+# Published label-file hashes (datasets.md 2.1, 2.3, 5.1), by file name.
+KNOWN_SHA256 = {
+    "list_patition_label.txt": "3890ab2daf1f2cf8b642197be016e643895faa8295dd83620d0a6a535fa0c1c3",
+    "fer2013new.csv": "9206e20d62f56475939f516847d61753e4860caeac9718b560129541b776fc2c",
+    **{Path(f).name: sha for f, sha in EAC_NOISE.values()},
+}
+
+
+def published_counts(dataset: str, protocol: str) -> dict[str, dict[str, int]]:
+    """split -> canonical class name -> published count, mapped through the dataset's coding."""
+    coding = CODINGS[PROTOCOL_CODING[protocol]] if protocol in PROTOCOL_CODING else None
+    table = PUBLISHED_COUNTS.get(dataset, {})
+    return {split: {coding.codes[raw]: n for raw, n in counts.items()} for split, counts in table.items()} \
+        if coding is not None else {}
+
+
+@dataclass
+class Report:
+    """What the doctor found; `text()` is what the CLI prints."""
+
+    dataset: str
+    root: str
+    protocol: str = ""
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    counts: pd.DataFrame | None = None
+    mapping: list[dict] = field(default_factory=list)
+    files: list[dict] = field(default_factory=list)
+    images: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def text(self) -> str:
+        out = [f"fercore data check: {self.dataset} at {self.root} (protocol {self.protocol or '?'})"]
+        if self.mapping:
+            out.append("label mapping (raw code -> canonical class -> head index):")
+            out += [f"  {r['raw']!s:>10} -> {r['canonical']:<22} -> {'-' if r['head'] is None else r['head']}"
+                    for r in self.mapping]
+        if self.counts is not None:
+            out.append("images per class and split (published counts in parentheses where known):")
+            out += ["  " + line for line in self.counts.to_string().splitlines()]
+        if self.files:
+            out.append("label files (sha256 raw / LF-normalised without final newline):")
+            for f in self.files:
+                out.append(f"  {f['name']}: {f['sha256'][:16]} / {f['sha256_lf'][:16]}  {f['verdict']}")
+        for split, stats in self.images.items():
+            out.append(f"images ({split}): " + ", ".join(f"{k}: {v}" for k, v in stats.items()))
+        for k, v in self.facts.items():
+            out.append(f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+        for w in self.warnings:
+            out.append(f"warning: {w}")
+        out.append(f"problems ({len(self.problems)}):" if self.problems else "problems: none")
+        out += [f"  {p}" for p in self.problems]
+        out.append("result: OK" if self.ok else f"result: {len(self.problems)} problem(s)")
+        return "\n".join(out)
+
+
+def _file_verdict(name: str, path: Path) -> dict:
+    raw, lf = sha256_file(path), normalised_sha256(path)
+    known = KNOWN_SHA256.get(name)
+    if known is None:
+        verdict = "(no published hash)"
+    elif raw == known:
+        verdict = "matches the published file"
+    elif lf == known:
+        verdict = "matches the published file after normalising line endings"
+    else:
+        verdict = "DIFFERS from the published file"
+    return {"name": name, "path": str(path), "sha256": raw, "sha256_lf": lf, "verdict": verdict}
+
+
+def _counts(scan: Scan, report: Report) -> pd.DataFrame:
+    published = published_counts(scan.dataset, scan.protocol)
+    rows = {}
+    for split, s in scan.splits.items():
+        got = Counter(scan.classes[k] for k in s.label)
+        pub = published.get(split, {})
+        row = {c: f"{got.get(c, 0)}" + (f" ({pub[c]})" if c in pub else "") for c in scan.classes}
+        total_pub = sum(pub.values()) if pub else PUBLISHED_SIZES.get(scan.dataset, {}).get(split)
+        row["total"] = f"{len(s)}" + (f" ({total_pub})" if total_pub else "")
+        rows[split] = row
+        if pub and any(got.get(c, 0) != pub.get(c, 0) for c in scan.classes) or total_pub and total_pub != len(s):
+            report.warnings.append(f"{split}: counts differ from the published counts (a subset, a fixture, "
+                                   "or a damaged copy)")
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _noise_files(scan: Scan, report: Report) -> None:
+    """EAC's RAF-DB noise files next to the clean label file: hash, rows and realised rate."""
+    train = scan.splits["train"]
+    clean = dict(zip(train.ids, train.label))
+    to_index = CODINGS["rafdb"].to_index(scan.classes)
+    facts = {}
+    for spec, (rel, _) in EAC_NOISE.items():
+        path = scan.root / rel
+        if not path.is_file():
+            facts[spec] = "absent"
+            continue
+        report.files.append(_file_verdict(path.name, path))
+        problems = Problems(strict=False)
+        rows = parse_name_code(path, problems, to_index)
+        report.problems += problems.items
+        if len(rows) != len(train):
+            report.problems.append(f"{path}: {len(rows)} label lines, the clean file has {len(train)} training rows")
+        flipped = sum(1 for _, name, raw in rows if name in clean and to_index[raw] != clean[name])
+        facts[spec] = f"{len(rows)} rows, {flipped} flipped ({flipped / max(len(rows), 1):.2%})"
+    report.facts["EAC noise files"] = facts
+
+
+def _images(scan: Scan, report: Report, n: int) -> None:
+    """Size and mode of `n` evenly spaced images per split (all with n < 0); corrupt ones are problems."""
+    for split, s in scan.splits.items():
+        files = [(src, where) for src, where in zip(s.sources, s.where) if isinstance(src, Path)]
+        if not files:
+            if s.sources and isinstance(s.sources[0], PixelRow):
+                report.images[split] = {"48x48 L (pixels in the csv)": len(s)}
+            continue
+        step = 1 if n < 0 or n >= len(files) else len(files) / n
+        picked = [files[int(i * step)] for i in range(len(files) if step == 1 else n)]
+        stats: Counter = Counter()
+        for src, where in picked:
+            try:
+                with Image.open(src) as im:
+                    im.load()
+                    stats[f"{im.width}x{im.height} {im.mode}"] += 1
+            except (OSError, UnidentifiedImageError, ValueError) as e:
+                report.problems.append(f"{src}: cannot decode image ({str(e).splitlines()[0]}), listed at {where}")
+        report.images[split] = dict(stats.most_common())
+
+
+def check(cfg: DataConfig, decode: int = 32) -> Report:
+    """Validate `cfg.dataset` at `cfg.data_root`; `decode` images per split are opened (-1: all)."""
+    report = Report(cfg.dataset, cfg.data_root)
+    if cfg.dataset not in SCANNERS:
+        report.problems.append(f"data.dataset: {cfg.dataset!r} has no reader; expected one of {sorted(SCANNERS)}")
+        return report
+    root = Path(cfg.data_root)
+    if not root.is_dir():
+        report.problems.append(f"{root}: data root folder missing")
+        return report
+    problems = Problems(strict=False)
+    try:
+        scan = SCANNERS[cfg.dataset](cfg, problems)
+    except (ConfigError, DataError) as e:
+        report.problems.append(str(e))
+        return report
+    report.problems += problems.items
+    report.protocol = scan.protocol
+    if scan.protocol in PROTOCOL_CODING:
+        report.mapping = mapping_table(scan.protocol)
+    report.counts = _counts(scan, report)
+    report.files += [_file_verdict(name, p) for name, p in scan.files.items() if p.is_file()]
+    if scan.dataset == "rafdb":
+        _noise_files(scan, report)
+    _images(scan, report, decode)
+    report.facts.update({k: v for k, v in scan.meta.items() if k != "folds"})
+    if "folds" in scan.meta:
+        folds = Counter(scan.meta["folds"].values())
+        report.facts["subjects per fold"] = {str(k): folds[k] for k in sorted(folds)}
+        overlap = {str(x) for x in scan.splits["train"].extras["subject"]} & \
+            {str(x) for x in scan.splits["test"].extras["subject"]}
+        report.facts["subjects in both splits"] = len(overlap)
+        if overlap:
+            report.problems.append(f"subjects {sorted(overlap)} are in both the train and the test split")
+    return report

@@ -1,0 +1,251 @@
+"""POI: Prior-based Objective Inference (Liu, Cai, Lin, Li, Xiao; arXiv 2411.13024), reconstructed.
+
+"POI comprises two key networks": the Prior Inference Network (PIN, `pin.py`) infers a relatively
+objective emotion distribution from facial subregions through AU priors; the Target Recognition
+Network (TRN, `trn.py`) learns from the annotation and from that soft label, balanced per sample
+by the uncertainty module (`uncertainty.py`) `[abstract]`. Everything below the abstract's level
+is a documented, switchable choice (methods.md, POI table); the total loss is `[ours]`:
+
+    L = sum_k CE(s_k, y) + l_ml L_ml + mean_i[(1 - w_i) CE(p_i, y_i) + w_i T^2 KL(q_i || p_i)]
+        + l_u ramp R(u) (+ l_au L_au)
+
+PIN and TRN train jointly; `ramp_start` delays the transfer (a PIN warm-up). TRN's logits are
+the prediction. Per-sample diagnostics (training-time, last visit of each epoch): `q`, `u`, `w`,
+and the per-region distributions at the last epoch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...config import OptimConfig
+from ...data.landmarks import TEMPLATE, mean_template, template_landmarks
+from ...errors import ConfigError
+from ...models.backbone import init_linear
+from .. import register
+from ..base import Method, SampleRecord
+from .mutual import ensemble_mutual_loss, pairwise_mutual_loss
+from .pin import PIN
+from .prior import au_vocabulary, load_tables, prior_matrix
+from .regions import DEFAULT_REGIONS, check_regions
+from .soft_label import objective_soft_label
+from .trn import transfer_loss
+from .uncertainty import UncertaintyHead, log_penalty, rank_penalty, ramp
+
+
+@dataclass
+class POIParams:
+    """POI's parameters; every row of methods.md's POI table can be switched off or swapped."""
+
+    # facial subregions [lineage: AMP-Net]: names from regions.REGIONS
+    regions: list[str] = field(default_factory=lambda: list(DEFAULT_REGIONS))
+    patch: float = 10 / 28          # landmark patch side as a fraction of the feature map
+    stride: int = 8                 # PIN stem output stride (the map the regions are cut from)
+    landmarks: str = "auto"         # auto: the batch's landmarks, else the template | template: always
+    # PIN [ours]
+    pin_backbone: str = ""          # timm name of PIN's stem; empty: model.backbone
+    branch_width: int = 256
+    # prior knowledge of AUs and emotions
+    prior: str = "emfacs"           # emfacs | du2014 | learned (no prior knowledge)
+    residual: str = "matrix"        # matrix | linear | none
+    prior_scale: float = 8.0        # initial logit scale of the prior layer
+    # mutual learning among regions [lineage: DUML T=4]
+    mutual: str = "ensemble"        # ensemble | pairwise | none
+    ml_weight: float = 1.0
+    ml_temperature: float = 4.0
+    # objective soft label and TRN transfer [ours]
+    q_temperature: float = 4.0
+    transfer: str = "dynamic"       # dynamic: w = u * ramp | fixed: w = w_fixed * ramp | none: w = 0
+    w_fixed: float = 0.5
+    ramp_start: float = 0.0         # fraction of the run before any transfer (PIN warm-up)
+    ramp_length: float = 1 / 6     # fraction of the run the sigmoid ramp-up takes
+    # uncertainty regulariser [ours]
+    u_input: str = "feature"        # feature: u = MLP(f) (methods.md) | feature+label: MLP([f, one-hot y])
+    u_reg: str = "log"              # log | rank | none
+    u_weight: float = 0.5
+    u_beta: float = 0.3             # rank: fraction of the batch in the uncertain group
+    u_margin: float = 0.15          # rank: required gap between the groups
+    # optional AU supervision of PIN: masked BCE where AU labels exist [ours]
+    au_weight: float = 0.0
+
+
+def _choice(key: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ConfigError(f"poi.{key}: expected one of {list(options)}, got {value!r}")
+
+
+@register
+class POI(Method):
+    """PIN + TRN + uncertainty-weighted transfer (see the module docstring)."""
+
+    name = "poi"
+    Params = POIParams
+
+    def __init__(self, cfg, train) -> None:
+        super().__init__(cfg, train)
+        p = self.params
+        self.regions = check_regions(p.regions)
+        _choice("landmarks", p.landmarks, ("auto", "template"))
+        _choice("mutual", p.mutual, ("ensemble", "pairwise", "none"))
+        _choice("transfer", p.transfer, ("dynamic", "fixed", "none"))
+        _choice("u_reg", p.u_reg, ("log", "rank", "none"))
+        _choice("u_input", p.u_input, ("feature", "feature+label"))
+        if not 0 < p.patch <= 1:
+            raise ConfigError(f"poi.patch: a fraction of the feature map in (0, 1], got {p.patch}")
+        classes = tuple(self.facts.classes)
+        self.aus = au_vocabulary(classes)
+        prior = None if p.prior == "learned" else prior_matrix(p.prior, classes, self.aus)
+        try:
+            self.pin = PIN(p.pin_backbone or cfg.model.backbone, p.stride, self.regions, p.patch, self.aus,
+                           prior, self.num_classes, p.residual, p.branch_width, p.prior_scale)
+        except ConfigError:
+            raise
+        except ValueError as e:
+            raise ConfigError(f"poi: {e}") from None
+        self.fc = init_linear(nn.Linear(self.backbone.num_features, self.num_classes))
+        self.uncertainty = None
+        if p.transfer == "dynamic":
+            self.uncertainty = UncertaintyHead(self.backbone.num_features,
+                                               num_classes=self.num_classes if p.u_input == "feature+label" else 0)
+        # landmark template for faces without landmarks: the training set's mean, else ArcFace's (a
+        # buffer, so a method rebuilt from DataFacts gets the training set's template from its checkpoint)
+        lmk = getattr(train, "landmarks", None)
+        self.register_buffer("template", TEMPLATE.clone() if lmk is None else mean_template(lmk, self.facts.image_size))
+        # vocabulary AU -> column of the dataset's AU labels (-1: not annotated)
+        names = self.facts.au_names or []
+        cols = torch.tensor([names.index(f"AU{a}") if f"AU{a}" in names else -1 for a in self.aus])
+        if p.au_weight > 0 and not bool((cols >= 0).any()):
+            raise ConfigError(f"poi.au_weight={p.au_weight}, but the training set has no labels for the AUs {self.aus}")
+        self.register_buffer("au_cols", cols)
+        self.record_u, self.record_w = SampleRecord(self.num_train), SampleRecord(self.num_train)
+        self.record_q = torch.full((self.num_train, self.num_classes), math.nan)
+        self.record_regions = torch.full((self.num_train, len(self.regions), self.num_classes), math.nan)
+        self.record_epoch = -1
+
+    # --- inputs ---
+    def batch_landmarks(self, batch: dict) -> Tensor:
+        """The batch's landmarks, or the template (mirrored for flipped images) when it has none."""
+        x = batch["image"]
+        if self.params.landmarks == "auto" and "landmarks" in batch:
+            return batch["landmarks"]
+        return template_landmarks(self.template, x.shape[0], x.shape[-2:], batch.get("flipped"))
+
+    # --- model ---
+    def forward(self, batch: dict) -> dict[str, Tensor]:
+        x = batch["image"]
+        out = self.pin(x, self.batch_landmarks(batch))
+        f = self.backbone(x)
+        logits = self.fc(f)
+        out.update(logits=logits, feature=f)
+        if self.uncertainty is not None:
+            out["u"] = self.uncertainty(f, batch["label"] if "label" in batch else logits.detach().argmax(1))
+        return out
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> dict[str, Tensor]:
+        out = self(batch)
+        pred = {"logits": out["logits"], "pin_prob": objective_soft_label(out["region_logits"].float()),
+                "region_prob": out["region_logits"].float().softmax(-1), "au_prob": self.pin.au_prob(out["au_logits"])}
+        if "u" in out:
+            pred["u"] = out["u"]
+        return pred
+
+    # --- losses ---
+    def transfer_weight(self, out: dict, r: float) -> Tensor:
+        """w = u * ramp (dynamic), w_fixed * ramp (fixed) or 0 (none), one per sample."""
+        p = self.params
+        if p.transfer == "dynamic":
+            return out["u"].float() * r
+        return out["logits"].new_full((len(out["logits"]),), p.w_fixed * r if p.transfer == "fixed" else 0.0).float()
+
+    def au_loss(self, batch: dict, au_logits: list[Tensor]) -> Tensor:
+        """Masked BCE of every region's AU logits against the dataset's AU labels."""
+        total, count = au_logits[0].new_zeros(()), 0
+        for ra, logits in zip(self.pin.region_aus, au_logits):
+            cols = self.au_cols[[self.aus.index(a) for a in ra]]
+            keep = cols >= 0
+            if not bool(keep.any()):
+                continue
+            target = batch["au"][:, cols[keep]].float()
+            mask = batch["au_mask"][:, cols[keep]].float()
+            bce = F.binary_cross_entropy_with_logits(logits[:, keep], target, reduction="none")
+            total = total + (bce * mask).sum()
+            count = count + mask.sum()
+        return total / max(float(count), 1.0)
+
+    def loss(self, batch, out, state):
+        p, y = self.params, batch["label"]
+        s = out["region_logits"].float()                                       # (B, R, K)
+        pin_ce = F.cross_entropy(s.flatten(0, 1), y.repeat_interleave(s.shape[1]), reduction="sum") / len(y)
+        if p.mutual == "ensemble":
+            ml = ensemble_mutual_loss(s, p.ml_temperature)
+        elif p.mutual == "pairwise":
+            ml = pairwise_mutual_loss(s, p.ml_temperature)
+        else:
+            ml = s.new_zeros(())
+        q = objective_soft_label(s.detach(), p.q_temperature)
+        r = ramp(state.epoch, state.epochs, p.ramp_start, p.ramp_length)
+        w = self.transfer_weight(out, r)
+        trn, logs = transfer_loss(out["logits"].float(), y, q, w, p.q_temperature)
+        u_reg = s.new_zeros(())
+        if p.transfer == "dynamic" and p.u_reg == "log":
+            u_reg = r * log_penalty(out["u"].float())
+        elif p.transfer == "dynamic" and p.u_reg == "rank":
+            u_reg = r * rank_penalty(out["u"].float(), p.u_beta, p.u_margin)
+        loss = pin_ce + p.ml_weight * ml + trn + p.u_weight * u_reg
+        if p.au_weight > 0:
+            au = self.au_loss(batch, out["au_logits"])
+            loss = loss + p.au_weight * au
+            logs["au_bce"] = au.detach()
+        self.record(batch["index"], q, s.detach().softmax(-1), out.get("u"), w, state.epoch)
+        pin_pred = s.detach().mean(1).argmax(1)
+        logs.update(pin_ce=pin_ce.detach(), ml=ml.detach(), w_mean=w.detach().mean(),
+                    ramp=torch.tensor(r), pin_acc=(pin_pred == y).float().mean())
+        if "u" in out:
+            logs.update(u_reg=u_reg.detach(), u_mean=out["u"].detach().float().mean())
+        return loss, logs
+
+    @torch.no_grad()
+    def record(self, index: Tensor, q: Tensor, region_prob: Tensor, u: Tensor | None, w: Tensor, epoch: int) -> None:
+        """Keep this epoch's q, region distributions, u and w per training sample (NaN for samples
+        not seen this epoch)."""
+        if self.record_q.device != index.device:
+            self.record_q, self.record_regions = self.record_q.to(index.device), self.record_regions.to(index.device)
+        if epoch != self.record_epoch:
+            self.record_q.fill_(math.nan)
+            self.record_regions.fill_(math.nan)
+            self.record_epoch = epoch
+        self.record_q[index] = q.float()
+        self.record_regions[index] = region_prob.float()
+        self.record_w.write(index, w, epoch)
+        if u is not None:
+            self.record_u.write(index, u, epoch)
+
+    def diagnostics(self) -> dict[str, Tensor]:
+        """q (N, K), w and u (N,) every epoch; the per-region distributions (N, R, K) at the last
+        epoch only (every epoch would take 60x the space in the paper profile)."""
+        out = {"q": self.record_q, "w": self.record_w.values}
+        if self.uncertainty is not None:
+            out["u"] = self.record_u.values
+        if self.record_epoch == self.cfg.train.epochs - 1:
+            out["region_prob"] = self.record_regions
+        return out
+
+    def describe(self) -> dict:
+        """Resolved choices for env.json: the AU vocabulary, each region's AUs, the prior's source."""
+        p = self.params
+        return {"aus": list(self.aus), "regions": {r: list(a) for r, a in zip(self.regions, self.pin.region_aus)},
+                "prior": p.prior if p.prior == "learned" else {p.prior: load_tables()[p.prior]["citation"]},
+                "landmark_template": "train mean" if self.facts.has_landmarks else "arcface_112"}
+
+    def param_groups(self, optim: OptimConfig) -> list[dict]:
+        """Both backbones (TRN's and PIN's stem) at `optim.lr`, the heads and branches at `head_lr`."""
+        backbone = list(self.backbone.parameters()) + list(self.pin.stem.parameters())
+        ids = {id(q) for q in backbone}
+        heads = [q for q in self.parameters() if id(q) not in ids]
+        return [{"params": backbone, "lr": optim.lr, "name": "backbone"},
+                {"params": heads, "lr": optim.head_lr or optim.lr, "name": "heads"}]

@@ -1,0 +1,42 @@
+"""Engine options: bf16 autocast and channels_last on CPU, option validation, optional TensorBoard."""
+import builtins
+
+import pytest
+import torch
+
+from fercore.engine import amp_dtype, fit, use_channels_last
+from fercore.errors import ConfigError
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def test_auto_options_follow_the_device():
+    assert amp_dtype("auto", CPU) is None and amp_dtype("auto", CUDA) is torch.bfloat16
+    assert amp_dtype("bf16", CPU) is torch.bfloat16 and amp_dtype("none", CUDA) is None
+    assert not use_channels_last("auto", CPU) and use_channels_last("auto", CUDA)
+    assert use_channels_last("channels_last", CPU) and not use_channels_last("contiguous", CUDA)
+    with pytest.raises(ConfigError, match="train.amp: expected auto, bf16 or none, got 'fp8'"):
+        amp_dtype("fp8", CPU)
+    with pytest.raises(ConfigError, match="model.memory_format: expected auto, channels_last or contiguous"):
+        use_channels_last("nhwc", CPU)
+
+
+def test_bf16_channels_last_run_on_cpu(tiny_config):
+    run = fit(tiny_config("train.epochs=1", "train.amp=bf16", "model.memory_format=channels_last", method="eac"))
+    assert run.env["options"] == {"amp": "bfloat16", "channels_last": True, "compile": False}
+    m = run.metrics()
+    assert m["train_loss"].notna().all() and m["test_acc"].between(0, 1).all()
+
+
+def test_tensorboard_without_the_package_is_a_config_error(tiny_config, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(ConfigError, match=r"train.tensorboard=true needs the tensorboard package: "
+                                          r"pip install 'fercore\[tensorboard\]'"):
+        fit(tiny_config("train.epochs=1", "train.tensorboard=true"))
