@@ -281,6 +281,13 @@ def fit(cfg: RunConfig, data: tuple[FaceSet, FaceSet] | None = None, *, if_exist
     train, test = data
 
     rd = RunDir(Path(cfg.out_dir) / cfg.run_name)
+    with rd.lock() if d.main else contextlib.nullcontext():
+        return _fit_locked(cfg, rd, train, test, if_exists, d, device, dtype, channels_last, writer)
+
+
+def _fit_locked(cfg: RunConfig, rd: RunDir, train: FaceSet, test: FaceSet, if_exists: str, d: Dist,
+                device: torch.device, dtype, channels_last: bool, writer) -> Run:
+    """`fit` once its run directory is locked: no second process can reuse, resume or delete it."""
     config_json = json.loads(cfg.to_json())
     fingerprints = (train.fingerprint(), test.fingerprint())
     if if_exists == "reuse" and rd.finished_with(config_json, code_hash(), fingerprints):

@@ -1,9 +1,14 @@
-"""Classification metrics on predictions, via scikit-learn; auxiliary-task (AU F1, VA CCC) and
-relabel-quality metrics for MTAC's multi-task and relabeling outputs."""
+"""Classification metrics on predictions, via scikit-learn; auxiliary-task (AU F1, VA CCC)
+metrics; and, read from a run's per-sample diagnostics, how well a method's score separates
+flipped from clean training labels and how well its relabeling repaired them."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
+import pandas as pd
+from sklearn.metrics import (balanced_accuracy_score, confusion_matrix, f1_score, precision_score, recall_score,
+                             roc_auc_score)
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict:
@@ -78,3 +83,35 @@ def auxiliary_report(data, estimates: dict[str, np.ndarray]) -> dict:
             r = va_ccc(data.va.numpy(), estimates["va"], mask)
             out.update(va_ccc=r["mean"], va_ccc_valence=r["valence"], va_ccc_arousal=r["arousal"])
     return out
+
+
+def epochs_of(diag: dict[str, np.ndarray], name: str) -> list[int]:
+    """The epochs (1-based) for which `diag` holds `<name>@<epoch>`, in order."""
+    return sorted(int(m.group(1)) for k in diag if (m := re.fullmatch(rf"{re.escape(name)}@(\d+)", k)))
+
+
+def noise_separation(diag: dict[str, np.ndarray], name: str = "confidence", higher_is_clean: bool = True,
+                     reference: str = "clean_label") -> pd.DataFrame:
+    """Per epoch, AUROC (sklearn) of the per-sample score `name` for telling training samples whose
+    given label equals `reference` (clean) from the others (flipped); NaN scores (samples not seen in
+    that epoch) are left out. 0.5 is chance; `higher_is_clean=False` for uncertainties."""
+    clean = diag["label_given"] == diag[reference]
+    rows = []
+    for e in epochs_of(diag, name):
+        s = diag[f"{name}@{e}"].astype(float)
+        s = s if higher_is_clean else -s
+        seen = ~np.isnan(s)
+        rows.append({"epoch": e, "auroc": float(roc_auc_score(clean[seen], s[seen])),
+                     "mean_clean": float(np.nanmean(np.where(clean, s, np.nan))) * (1 if higher_is_clean else -1),
+                     "mean_flipped": float(np.nanmean(np.where(~clean, s, np.nan))) * (1 if higher_is_clean else -1)})
+    return pd.DataFrame(rows, columns=["epoch", "auroc", "mean_clean", "mean_flipped"])
+
+
+def relabel_progress(diag: dict[str, np.ndarray], reference: str = "clean_label") -> pd.DataFrame:
+    """Per epoch, `fercore.metrics.relabel_quality` of the label table at the end of that epoch
+    against the labels given at the start, and the share of training labels equal to `reference`."""
+    rows = []
+    for e in epochs_of(diag, "label"):
+        q = relabel_quality(diag["label_given"], diag[f"label@{e}"], diag[reference])
+        rows.append({"epoch": e, **q, "labels_right": float((diag[f"label@{e}"] == diag[reference]).mean())})
+    return pd.DataFrame(rows)

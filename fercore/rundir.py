@@ -6,6 +6,8 @@ fingerprints), `metrics.jsonl` (one line per epoch), `summary.json`, `diagnostic
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -75,6 +77,27 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold an exclusive lock on this run (file `.<name>.lock` beside it) while the block runs.
+        A second process asking for the same run waits for the first, then sees its finished run."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.parent / f".{self.path.name}.lock", "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                print(f"{self.path} is in use by process {f.read().strip() or '?'}; waiting for it", flush=True)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            try:
+                yield self
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def prepare(self, if_exists: str) -> None:
         """Create the folder. An existing run is an error unless `if_exists` is 'resume' or

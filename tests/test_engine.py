@@ -1,5 +1,6 @@
 import json
 import math
+import threading
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from fercore.engine import evaluate, fit
 from fercore.errors import NonFiniteLossError
 from fercore.methods import METHODS
 from fercore.results import summarize
+from fercore.rundir import RunDir
 
 
 def test_fit_writes_a_complete_run_directory(tiny_config):
@@ -40,6 +42,20 @@ def test_existing_run_directory_is_not_clobbered(tiny_config):
     assert (first.path / "summary.json").stat().st_mtime_ns == stamp          # reused, not retrained
     fit(tiny_config("train.epochs=1", "optim.lr=0.01", f"name={first.path.name}"), if_exists="reuse")
     assert (first.path / "summary.json").stat().st_mtime_ns != stamp          # other config: retrained
+
+
+def test_a_run_in_use_is_waited_for_then_reused(tiny_config, capsys):
+    cfg = tiny_config("train.epochs=1")
+    first = fit(cfg)
+    stamp = (first.path / "summary.json").stat().st_mtime_ns
+    got = {}
+    with RunDir(first.path).lock():  # another writer holds the run
+        t = threading.Thread(target=lambda: got.setdefault("run", fit(cfg, if_exists="reuse")))
+        t.start()
+        t.join(timeout=3)
+        assert t.is_alive() and "in use by process" in capsys.readouterr().out
+    t.join(timeout=120)
+    assert got["run"].path == first.path and (first.path / "summary.json").stat().st_mtime_ns == stamp
 
 
 def test_resume_reproduces_the_uninterrupted_run(tiny_config):
