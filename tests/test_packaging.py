@@ -48,3 +48,13 @@ def test_notebook_is_stripped_and_has_one_flat_parameters_cell(path):
         ast.literal_eval(node.value)  # flat literals only
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
     assert nb["cells"][0]["cell_type"] == "markdown"
+
+
+def test_every_notebook_takes_the_parameters_reproduce_sh_passes():
+    import papermill
+
+    passed = set(re.findall(r"-[pr] (\w+) ", (ROOT / "reproduce.sh").read_text()))
+    assert passed == {"PROFILE", "DATASET", "DATA_ROOT", "DEVICE"}
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        declared = set(papermill.inspect_notebook(str(nb)))
+        assert passed <= declared, f"{nb.name} lacks parameters {sorted(passed - declared)}"
