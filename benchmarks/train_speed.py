@@ -1,6 +1,6 @@
 """Training step time per method and option (fp32, channels_last, bf16 autocast, torch.compile).
 
-    python benchmarks/train_speed.py [--methods ce scn rul eac] [--size 48] [--backbone resnet10t]
+    python benchmarks/train_speed.py [--methods ce scn rul eac mtac poi] [--size 48] [--backbone resnet10t]
                                      [--batch 64] [--steps 5] [--rounds 3] [--device auto]
                                      [--variants fp32 channels_last bf16 bf16+channels_last bf16+channels_last+compile]
 
@@ -24,7 +24,7 @@ from fercore.data.faceset import FaceSet  # noqa: E402
 from fercore.data.loader import Augment, Loader  # noqa: E402
 from fercore.engine import (amp_dtype, build_optimizer, prepare_method, resolve_device, train_step,  # noqa: E402
                             use_channels_last)
-from fercore.methods import get_method  # noqa: E402
+from fercore.methods import METHODS, get_method  # noqa: E402
 from fercore.methods.base import TrainState  # noqa: E402
 
 VARIANTS = {  # name -> config overrides
@@ -81,7 +81,7 @@ class Bench:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--methods", nargs="+", default=["ce", "scn", "rul", "eac"])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--size", type=int, default=48)
     p.add_argument("--backbone", default="resnet10t")

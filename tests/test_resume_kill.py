@@ -39,10 +39,10 @@ def _same_runs(a, b, scores: tuple[str, ...]) -> None:
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-SCORES = {"scn": ("importance",), "rul": ("uncertainty",), "eac": ("consistency",)}
+SCORES = {"scn": ("importance",), "rul": ("uncertainty",), "eac": ("consistency",), "mtac": ("confidence",), "poi": ("u",)}
 
 
-@pytest.mark.parametrize("method", ["scn", "rul", "eac"])
+@pytest.mark.parametrize("method", list(SCORES))
 def test_every_method_resumes_to_the_uninterrupted_run(method, tmp_path, keep_threads):
     def cfg(epochs, name):
         return build_config("smoke", overrides=[*TINY, f"method={method}", f"train.epochs={epochs}",
