@@ -5,7 +5,8 @@
                                      [--variants fp32 channels_last bf16 bf16+channels_last bf16+channels_last+compile]
 
 One step = the engine's `train_step` (forward + loss + backward + optimiser step + the method's
-after_step) on a batch from the device-resident Loader with augmentation, on random uint8 images.
+after_step) on a batch from the device-resident Loader with augmentation, on SynthFER faces
+(which carry the AU, VA and landmark labels that MTAC and POI need).
 Every (method, variant) is warmed up first (compilation excluded), then timed for `--steps` steps
 in each of `--rounds` interleaved rounds, so that load from other processes spreads over all
 variants alike; the median round is reported, with the speed relative to fp32 of the same method.
@@ -20,8 +21,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from fercore.config import build_config  # noqa: E402
-from fercore.data.faceset import FaceSet  # noqa: E402
 from fercore.data.loader import Augment, Loader  # noqa: E402
+from fercore.data.synthfer import SynthFERConfig, load_synthfer  # noqa: E402
 from fercore.engine import (amp_dtype, build_optimizer, prepare_method, resolve_device, train_step,  # noqa: E402
                             use_channels_last)
 from fercore.methods import METHODS, get_method  # noqa: E402
@@ -43,11 +44,7 @@ class Bench:
         cfg = build_config("quick", overrides=[f"method={method}", f"data.image_size={args.size}",
                                                f"model.backbone={args.backbone}", f"train.batch_size={args.batch}",
                                                "data.noise=sym:0.3", *VARIANTS[variant]])
-        n = args.batch * 4
-        g = torch.Generator().manual_seed(0)
-        data = FaceSet(images=torch.randint(0, 256, (n, 3, args.size, args.size), dtype=torch.uint8, generator=g),
-                       label=torch.randint(0, 7, (n,), generator=g), classes=tuple(f"c{i}" for i in range(7)),
-                       ids=[str(i) for i in range(n)])
+        data = load_synthfer(SynthFERConfig(), args.batch * 4, args.batch, args.size)[0]  # AUs, VA, landmarks too
         self.method = prepare_method(get_method(method)(cfg, data), cfg, device).train()
         self.opt = build_optimizer(self.method.param_groups(cfg.optim), cfg.optim, device)
         self.state = TrainState(epoch=0, epochs=1, labels=data.label.to(device).clone())

@@ -256,6 +256,7 @@ def fit(cfg: RunConfig, data: tuple[FaceSet, FaceSet] | None = None, *, if_exist
     notebook. If the run directory already holds a run, `if_exists` decides: 'error' (default),
     'resume' (continue its last checkpoint), 'overwrite' (start again), or 'reuse' (return it
     unchanged if it finished with the same config, data and fercore source, else start again).
+    'resume' and 'reuse' refuse a directory that holds a run of another config.
     Under torchrun every rank calls `fit` with the same arguments; rank 0 writes.
     """
     writer = _tensorboard_writer(cfg)
@@ -285,6 +286,18 @@ def fit(cfg: RunConfig, data: tuple[FaceSet, FaceSet] | None = None, *, if_exist
         return _fit_locked(cfg, rd, train, test, if_exists, d, device, dtype, channels_last, writer)
 
 
+def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(prefix + k)
+    return out
+
+
 def _fit_locked(cfg: RunConfig, rd: RunDir, train: FaceSet, test: FaceSet, if_exists: str, d: Dist,
                 device: torch.device, dtype, channels_last: bool, writer) -> Run:
     """`fit` once its run directory is locked: no second process can reuse, resume or delete it."""
@@ -293,10 +306,11 @@ def _fit_locked(cfg: RunConfig, rd: RunDir, train: FaceSet, test: FaceSet, if_ex
     if if_exists == "reuse" and rd.finished_with(config_json, code_hash(), fingerprints):
         return Run(rd.path)
     resume = if_exists == "resume"
-    if resume and rd.file("config.json").exists() and rd.read_json("config.json") != config_json:
-        old = rd.read_json("config.json")
-        diff = sorted(k for k in set(old) | set(config_json) if old.get(k) != config_json.get(k))
-        raise ConfigError(f"cannot resume {rd.path}: its config differs in {diff}")
+    if if_exists in ("resume", "reuse") and rd.file("config.json").exists():
+        diff = _config_diff(rd.read_json("config.json"), config_json)
+        if diff:  # another experiment under the same name: never continue or delete it
+            raise ConfigError(f"{rd.path} holds a run of another config (it differs in {', '.join(diff)}); "
+                              f"give this run its own name=..., or overwrite that one")
     if d.main:
         rd.prepare(if_exists)
         rd.write_json("config.json", config_json)

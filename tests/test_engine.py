@@ -40,8 +40,9 @@ def test_existing_run_directory_is_not_clobbered(tiny_config):
     stamp = (first.path / "summary.json").stat().st_mtime_ns
     assert fit(cfg, if_exists="reuse").path == first.path
     assert (first.path / "summary.json").stat().st_mtime_ns == stamp          # reused, not retrained
-    fit(tiny_config("train.epochs=1", "optim.lr=0.01", f"name={first.path.name}"), if_exists="reuse")
-    assert (first.path / "summary.json").stat().st_mtime_ns != stamp          # other config: retrained
+    (first.path / "summary.json").unlink()                                   # as if it had been interrupted
+    fit(cfg, if_exists="reuse")
+    assert (first.path / "summary.json").exists()                            # unfinished: trained again
 
 
 def test_a_run_in_use_is_waited_for_then_reused(tiny_config, capsys):
@@ -74,11 +75,14 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_config):
     assert full.diagnostics()["test_pred@3"].tolist() == resumed.diagnostics()["test_pred@3"].tolist()
 
 
-def test_resume_refuses_a_different_config(tiny_config):
+@pytest.mark.parametrize("if_exists", ["resume", "reuse"])
+def test_resume_and_reuse_refuse_another_config_and_keep_its_run(tiny_config, if_exists):
     from fercore.errors import ConfigError
-    fit(tiny_config("train.epochs=1", "name=r"))
-    with pytest.raises(ConfigError, match=r"config differs in \['optim'\]"):
-        fit(tiny_config("train.epochs=1", "name=r", "optim.lr=0.5"), if_exists="resume")
+    first = fit(tiny_config("train.epochs=1", "name=r"))
+    stamp = (first.path / "summary.json").stat().st_mtime_ns
+    with pytest.raises(ConfigError, match=r"another config \(it differs in optim.lr\); give this run its own name="):
+        fit(tiny_config("train.epochs=1", "name=r", "optim.lr=0.5"), if_exists=if_exists)
+    assert (first.path / "summary.json").stat().st_mtime_ns == stamp
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_config, monkeypatch):
