@@ -88,8 +88,7 @@ def predict_table(run: str, files: list[Path], device: str = "cpu", batch_size: 
     import torch
 
     from .data.faceset import FaceSet
-    from .data.loader import Loader
-    from .engine import resolve_device, restore
+    from .engine import predict_split, resolve_device, restore
 
     dev = resolve_device(device)
     cfg, method = restore(run, dev)
@@ -97,23 +96,17 @@ def predict_table(run: str, files: list[Path], device: str = "cpu", batch_size: 
     images = torch.stack([read_image(f, facts.image_size) for f in files])
     data = FaceSet(images=images, label=torch.zeros(len(files), dtype=torch.long), classes=tuple(facts.classes),
                    ids=[str(f) for f in files])
-    rows: dict[str, list] = {}
-    with torch.no_grad():
-        for b in Loader(data, batch_size, dev, normalize=cfg.data.normalize):
-            out = method.predict(b)
-            prob = out.pop("logits").float().softmax(1).cpu()
-            cols = {"expression": [facts.classes[i] for i in prob.argmax(1).tolist()]}
-            cols.update({f"p_{c}": prob[:, k].tolist() for k, c in enumerate(facts.classes)})
-            for name, v in out.items():
-                v = v.float().cpu()
-                if v.ndim == 1:
-                    cols[name] = v.tolist()
-                elif v.ndim == 2:
-                    sub = {"au": facts.au_names, "va": ["valence", "arousal"]}.get(name)
-                    sub = sub if sub and len(sub) == v.shape[1] else [str(j) for j in range(v.shape[1])]
-                    cols.update({f"{name}_{s}": v[:, j].tolist() for j, s in enumerate(sub)})
-            for k, v in cols.items():
-                rows.setdefault(k, []).extend(v)
+    est = predict_split(method, data, dev, batch_size, cfg.data.normalize)
+    prob = est.pop("prob")
+    rows = {"expression": [facts.classes[i] for i in prob.argmax(1).tolist()]}
+    rows.update({f"p_{c}": prob[:, k].tolist() for k, c in enumerate(facts.classes)})
+    for name, v in est.items():
+        if v.ndim == 1:
+            rows[name] = v.tolist()
+        elif v.ndim == 2:
+            sub = {"au": facts.au_names, "va": ["valence", "arousal"]}.get(name)
+            sub = sub if sub and len(sub) == v.shape[1] else [str(j) for j in range(v.shape[1])]
+            rows.update({f"{name}_{s}": v[:, j].tolist() for j, s in enumerate(sub)})
     return pd.DataFrame({"file": [str(f) for f in files], **rows})
 
 

@@ -164,6 +164,23 @@ def evaluate(method: Method, data: FaceSet, cfg: RunConfig, device: torch.device
     return out
 
 
+@torch.no_grad()
+def predict_split(method: Method, data: FaceSet, device: str | torch.device = "cpu", batch_size: int = 256,
+                  normalize: str = "imagenet") -> dict[str, np.ndarray]:
+    """`method.predict` over `data` in order, in eval mode without augmentation: 'prob' (softmax of the
+    logits) plus every other output (importance, uncertainty, AUs, VA, POI's region distributions)."""
+    was_training = method.training
+    method.eval()
+    parts: dict[str, list[torch.Tensor]] = {}
+    for batch in Loader(data, batch_size, torch.device(device), normalize=normalize):
+        out = method.predict(batch)
+        out["prob"] = out.pop("logits").float().softmax(1)
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v.float().cpu())
+    method.train(was_training)
+    return {k: torch.cat(v).numpy() for k, v in parts.items()}
+
+
 def restore(run_dir: str | Path, device: str | torch.device = "cpu",
             overrides: list[str] | None = None) -> tuple[RunConfig, Method]:
     """Rebuild the method of a run directory from its config.json and checkpoint.pt alone (no

@@ -375,7 +375,7 @@ def test_poi_config_errors_name_the_key(poi_setup, synth_small):
 def test_poi_trains_writes_diagnostics_and_restores(tiny_config):
     from fercore.data.datasets import load_dataset
     from fercore.engine import fit, restore
-    from fercore.methods.poi.analysis import predict_split
+    from fercore.engine import predict_split
 
     cfg = tiny_config("poi.regions=[left_eye,mouth_right,top_left,global]", "poi.mutual=pairwise",
                       "data.noise=sym:0.3", method="poi")

@@ -10,13 +10,13 @@ and listed. The report (sha256, format, counts, ignored keys, known provenance) 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from ..data.readers.common import sha256_file
 from ..errors import ConfigError
 
 # Known files and what the issue threads say about them (datasets.md 8.1); sha256 is recorded per run.
@@ -33,14 +33,6 @@ CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module")
 RESNET_SEQUENTIAL = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
 PREFIXES = ("backbone.net.", "net.", "backbone.", "model.", "encoder.")
 OPTIONAL = ("num_batches_tracked",)  # absent from pre-2018 checkpoints such as the MS-Celeb file
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], str]:
@@ -128,6 +120,6 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict:
                           f": {'; '.join(parts)}")
     result = net.load_state_dict({k: v.to(target[k].dtype) for k, v in mapped.items()}, strict=False)
     assert all(k.endswith(OPTIONAL) for k in result.missing_keys) and not result.unexpected_keys
-    return {"path": str(path.resolve()), "sha256": sha256(path), "format": fmt, "loaded": len(mapped),
+    return {"path": str(path.resolve()), "sha256": sha256_file(path), "format": fmt, "loaded": len(mapped),
             "filled_default": [k for k in target if k not in mapped], "ignored": unused,
             "known": KNOWN_FILES.get(path.name)}

@@ -1,6 +1,5 @@
 """What notebook 03 measures about POI, as functions a test can reach.
 
-- `predict_split`: a trained method's `predict` outputs over a whole split (no augmentation).
 - `vote_kl`: per-sample KL(votes || p), how far a distribution is from the annotators' votes.
 - `soften`: a distribution at temperature T from its T = 1 version.
 - `flip_auroc`: AUROC (scikit-learn) of a score for flipped vs clean training labels.
@@ -9,29 +8,8 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
-
-from ...data.faceset import FaceSet
-from ...data.loader import Loader
-from ..base import Method
-
-
-@torch.no_grad()
-def predict_split(method: Method, data: FaceSet, device: str | torch.device = "cpu", batch_size: int = 256,
-                  normalize: str = "imagenet") -> dict[str, np.ndarray]:
-    """Concatenated `method.predict` outputs over `data` in order, plus 'prob' (softmax of the logits)."""
-    was_training = method.training
-    method.eval()
-    parts: dict[str, list[Tensor]] = {}
-    for batch in Loader(data, batch_size, torch.device(device), normalize=normalize):
-        out = method.predict(batch)
-        out["prob"] = out["logits"].float().softmax(1)
-        for k, v in out.items():
-            parts.setdefault(k, []).append(v.float().cpu())
-    method.train(was_training)
-    return {k: torch.cat(v).numpy() for k, v in parts.items()}
 
 
 def vote_kl(votes: np.ndarray, prob: np.ndarray, eps: float = 1e-12) -> np.ndarray:
