@@ -26,7 +26,8 @@ from torchvision.transforms import v2  # noqa: E402
 
 from fercore.config import AugmentConfig, build_config  # noqa: E402
 from fercore.data.datasets import load_dataset  # noqa: E402
-from fercore.data.loader import NORMALIZE, Augment, Loader  # noqa: E402
+from fercore.data.augment import Augment  # noqa: E402
+from fercore.data.loader import NORMALIZE, Loader  # noqa: E402
 from fercore.data.synthfer import SynthFERConfig, load_synthfer  # noqa: E402
 from fercore.data.synthfer.export import export_rafdb  # noqa: E402
 

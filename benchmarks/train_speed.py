@@ -21,7 +21,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from fercore.config import build_config  # noqa: E402
-from fercore.data.loader import Augment, Loader  # noqa: E402
+from fercore.data.augment import Augment  # noqa: E402
+from fercore.data.loader import Loader  # noqa: E402
 from fercore.data.synthfer import SynthFERConfig, load_synthfer  # noqa: E402
 from fercore.engine import (amp_dtype, build_optimizer, prepare_method, resolve_device, train_step,  # noqa: E402
                             use_channels_last)

@@ -88,7 +88,7 @@ def predict_table(run: str, files: list[Path], device: str = "cpu", batch_size: 
     import torch
 
     from .data.faceset import FaceSet
-    from .engine import predict_split, resolve_device, restore
+    from .engine import infer, resolve_device, restore
 
     dev = resolve_device(device)
     cfg, method = restore(run, dev)
@@ -96,7 +96,7 @@ def predict_table(run: str, files: list[Path], device: str = "cpu", batch_size: 
     images = torch.stack([read_image(f, facts.image_size) for f in files])
     data = FaceSet(images=images, label=torch.zeros(len(files), dtype=torch.long), classes=tuple(facts.classes),
                    ids=[str(f) for f in files])
-    est = predict_split(method, data, dev, batch_size, cfg.data.normalize)
+    est = infer(method, data, cfg, dev, batch_size=batch_size)
     prob = est.pop("prob")
     rows = {"expression": [facts.classes[i] for i in prob.argmax(1).tolist()]}
     rows.update({f"p_{c}": prob[:, k].tolist() for k, c in enumerate(facts.classes)})

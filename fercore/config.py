@@ -1,8 +1,15 @@
 """RunConfig: one typed config built from defaults, a profile, a YAML file and `key=value` overrides.
 
-Unknown keys, wrong types and unknown profiles are errors that name the key (design.md, core
-types). Method parameters live under the method's own name (`scn.margin1=0.07`) and are
-checked against that method's `Params` dataclass once the method is known.
+The config layer (docs/architecture.md#configuration) checks every value once, before anything
+is created on disk: each field's annotation is its contract. `Literal[...]` fields take one of a
+closed set of choices (with a "did you mean" hint), `Annotated[float, Range(...)]` fields a number
+in a range, tuples their length; floats accept scientific notation (`1e-3`) from the command line
+and YAML; sections may add cross-field checks (`problems`). All problems are reported at once,
+one line each, naming the key, the value and what is expected.
+
+Method parameters live under the method's own name (`scn.margin1=0.07`). Each method registers
+its `Params` dataclass here (`register_params`, called by `fercore.methods.register`), so the
+config layer checks them without importing the methods.
 """
 from __future__ import annotations
 
@@ -10,94 +17,178 @@ import copy
 import dataclasses
 import difflib
 import json
+import math
+import re
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 
-from .data.synthfer import SynthFERConfig
 from .errors import ConfigError
+from .files import sha256_text
+
+
+# --- value contracts ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric range for `Annotated[int | float, Range(...)]` fields; None = unbounded."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def holds(self, v: float) -> bool:
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+            return False
+        return not (self.hi is not None and (v > self.hi or (self.hi_open and v == self.hi)))
+
+    def __str__(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        if self.lo is None:
+            return f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+
+Prob = Annotated[float, Range(0, 1)]                   # a probability or a fraction
+Positive = Annotated[float, Range(0, lo_open=True)]    # > 0
+NonNeg = Annotated[float, Range(0)]                    # >= 0
+PosInt = Annotated[int, Range(1)]                      # >= 1
+NonNegInt = Annotated[int, Range(0)]                   # >= 0
+Fraction = Annotated[float, Range(0, 1, lo_open=True, hi_open=True)]  # in (0, 1)
+
+Device = str  # auto | cpu | cuda | cuda:N, checked by pattern below
+Amp = Literal["auto", "bf16", "none"]
+MemoryFormat = Literal["auto", "channels_last", "contiguous"]
+Residency = Literal["auto", "device", "host"]
+Normalize = Literal["imagenet", "msceleb", "half"]
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+FLOAT_PATTERN = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+# --- the config sections ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SynthFERConfig:
+    """How SynthFER faces, expressions and annotators are drawn `[ours]` (docs/datasets.md#synthfer).
+
+    Sizes (samples per split, pixels) come from the run's data config; together with these
+    fields they key the on-disk cache.
+    """
+
+    protocol: Literal["synth7", "synth8"] = "synth7"   # synth7 (RAF-DB's 7 classes) | synth8 (adds contempt)
+    prior: Literal["rafdb", "uniform"] = "rafdb"
+    blend_fraction: Prob = 0.35     # share of faces that blend in a second emotion
+    blend_weight: tuple[Prob, Prob] = (0.5, 0.8)  # weight of the true emotion in a blend
+    intensity: tuple[Prob, Prob] = (0.35, 1.0)     # expression strength range
+    n_annotators: PosInt = 10
+    perception_noise: NonNeg = 0.16  # std of each annotator's AU perception error
+    vote_temperature: Positive = 0.05  # softness of an annotator's choice among residuals
+    expression_evidence: NonNeg = 0.15  # residual cost of calling any non-neutral expression
+    annotator_bias: NonNeg = 0.3     # std of per-annotator class preferences (in logits)
+    p_glasses: Prob = 0.12
+    p_occluder: Prob = 0.06
+    seed: NonNegInt = 0             # the dataset's seed, independent of a run's training seed
+
+    def problems(self, key: str) -> list[str]:
+        return _ordered_pairs(self, key, ("blend_weight", "intensity"))
 
 
 @dataclass
 class AugmentConfig:
     """Training-time augmentation, applied per batch on the device `[lineage: SCN/RUL/EAC]`."""
 
-    flip: float = 0.5               # horizontal flip probability
-    shift: float = 0.0              # max translation as a fraction of the image side
-    erasing: float = 0.5            # RandomErasing probability, scale (0.02, 0.25)
+    flip: Prob = 0.5                # horizontal flip probability
+    shift: NonNeg = 0.0             # max translation as a fraction of the image side
+    erasing: Prob = 0.5             # RandomErasing probability, scale (0.02, 0.25)
     # random resized crop [lineage: torchvision RandomResizedCrop]; (1, 1) = off
-    crop_scale: tuple[float, float] = (1.0, 1.0)  # area fraction range of the crop
-    crop_ratio: tuple[float, float] = (0.75, 1.3333333333333333)  # aspect ratio range of the crop
+    crop_scale: tuple[Annotated[float, Range(0, 1, lo_open=True)], Annotated[float, Range(0, 1, lo_open=True)]] = (1.0, 1.0)
+    crop_ratio: tuple[Positive, Positive] = (0.75, 1.3333333333333333)  # aspect ratio range of the crop
     # landmark-consistent affine [lineage: AMP-Net/DUML recipe for POI]; 0 / (1, 1) = off
-    rotate: float = 0.0             # max rotation in degrees
-    scale: tuple[float, float] = (1.0, 1.0)  # zoom range
+    rotate: Annotated[float, Range(0, 180)] = 0.0  # max rotation in degrees
+    scale: tuple[Positive, Positive] = (1.0, 1.0)   # zoom range
     # photometric [lineage: AMP-Net/DUML: ColorJitter 0.2, RandomGrayscale 0.2]; 0 = off
-    brightness: float = 0.0         # factor drawn from [1 - b, 1 + b]
-    contrast: float = 0.0
-    saturation: float = 0.0
-    hue: float = 0.0                # shift drawn from [-h, h], h <= 0.5
-    grayscale: float = 0.0          # probability
+    brightness: NonNeg = 0.0        # factor drawn from [1 - b, 1 + b]
+    contrast: NonNeg = 0.0
+    saturation: NonNeg = 0.0
+    hue: Annotated[float, Range(0, 0.5)] = 0.0  # shift drawn from [-h, h]
+    grayscale: Prob = 0.0           # probability
+
+    def problems(self, key: str) -> list[str]:
+        return _ordered_pairs(self, key, ("crop_scale", "crop_ratio", "scale"))
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthfer"
+    dataset: str = "synthfer"       # a reader of fercore.data.datasets.READERS (checked there, with the data root)
     data_root: str = ""             # empty for the embedded SynthFER
-    image_size: int = 64            # decoded / rendered and fed to the model at this size
-    n_train: int = 0                # 0: the dataset's full training split (SynthFER: RAF-DB's 12,271)
-    n_test: int = 0                 # 0: the full test split (SynthFER: 3,068)
+    image_size: Annotated[int, Range(8, 1024)] = 64  # decoded / rendered and fed to the model at this size
+    n_train: NonNegInt = 0          # 0: the dataset's full training split (SynthFER: RAF-DB's 12,271)
+    n_test: NonNegInt = 0           # 0: the full test split (SynthFER: 3,068)
     noise: str = "none"             # none | sym:<rate> | asym:<rate>[:a>b,...] | eac10|eac20|eac30 | file:<path>
-    noise_seed: int = 0             # seed of the injected flips, independent of the run seed
-    normalize: str = "imagenet"     # imagenet | msceleb | half
-    protocol: str = ""              # label protocol (classes.PROTOCOLS); "" = the dataset's default
-    layout: str = "auto"            # affectnet: auto | csv | npy
+    noise_seed: NonNegInt = 0       # seed of the injected flips, independent of the run seed
+    normalize: Normalize = "imagenet"
+    protocol: str = ""              # label protocol (fercore.data.classes.PROTOCOLS); "" = the dataset's default
+    layout: Literal["auto", "csv", "npy"] = "auto"  # affectnet: original CSV or re-packaged npy
     crop_face: bool = True          # affectnet csv: crop the face box before resizing
-    ferplus_tie: str = "exclude"    # ferplus hard label: exclude (datasets.md 5.3) | first (canonical order)
-    n_folds: int = 10               # ckplus: subject-independent folds
-    fold: int = 0                   # ckplus: the fold used as test split
-    fold_seed: int = 0              # ckplus: seed of the subject-to-fold assignment
+    ferplus_tie: Literal["exclude", "first"] = "exclude"  # ferplus hard label (docs/datasets.md#53-deriving-labels)
+    n_folds: Annotated[int, Range(2)] = 10  # ckplus: subject-independent folds
+    fold: NonNegInt = 0             # ckplus: the fold used as test split
+    fold_seed: NonNegInt = 0        # ckplus: seed of the subject-to-fold assignment
     au_file: str = ""               # ckplus: optional per-sequence FACS AU table (csv)
     cache: bool = True              # keep decoded splits in $FERCORE_CACHE, keyed by the source files
-    decode_device: str = "cpu"      # cpu | cuda (nvJPEG) for the first decode of JPEG layouts
-    residency: str = "auto"         # Loader: device | host (pinned, streamed per batch) | auto
+    decode_device: Device = "cpu"   # cpu | cuda[:N] (nvJPEG) for the first decode of JPEG layouts
+    residency: Residency = "auto"  # Loader: on the device, or streamed from pinned host memory
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthfer: SynthFERConfig = field(default_factory=SynthFERConfig)
+
+    def problems(self, key: str) -> list[str]:
+        out = []
+        if self.fold >= self.n_folds:
+            out.append(f"config key '{key}fold' must be < data.n_folds ({self.n_folds}), got {self.fold}")
+        if self.decode_device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", self.decode_device):
+            out.append(f"config key '{key}decode_device' must be cpu or cuda[:N], got {self.decode_device!r}")
+        return out
 
 
 @dataclass
 class ModelConfig:
     backbone: str = "resnet18"      # any timm model name, built with pretrained=False
-    drop_rate: float = 0.0
+    drop_rate: Annotated[float, Range(0, 1, hi_open=True)] = 0.0
     weights: str = ""               # local pretrained backbone file (fercore.models.weights); "" = random init
-    memory_format: str = "auto"     # auto (channels_last with CUDA) | channels_last | contiguous
+    memory_format: MemoryFormat = "auto"  # auto: channels_last with CUDA
     compile: bool = False           # torch.compile the backbone
 
 
 @dataclass
 class OptimConfig:
-    optimizer: str = "adam"         # adam | adamw | sgd
-    lr: float = 1e-3                # backbone learning rate
-    head_lr: float = 0.0            # heads' learning rate; 0 means the same as lr
-    weight_decay: float = 1e-4
-    momentum: float = 0.9           # sgd only
-    schedule: str = "exponential"   # exponential | step | cosine | none (stepped per epoch)
-    gamma: float = 0.9              # exponential and step decay factor
-    step_size: int = 20             # step schedule period in epochs
-    grad_clip: float = 0.0          # max gradient norm; 0 disables
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: NonNeg = 1e-3               # backbone learning rate (0 freezes the backbone)
+    head_lr: NonNeg = 0.0           # heads' learning rate; 0 means the same as lr
+    weight_decay: NonNeg = 1e-4
+    momentum: Annotated[float, Range(0, 1, hi_open=True)] = 0.9  # sgd only
+    schedule: Literal["exponential", "step", "cosine", "none"] = "exponential"  # stepped per epoch
+    gamma: Annotated[float, Range(0, 1, lo_open=True)] = 0.9  # exponential and step decay factor
+    step_size: PosInt = 20          # step schedule period in epochs
+    grad_clip: NonNeg = 0.0         # max gradient norm; 0 disables
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 60
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    num_threads: int = 0            # CPU threads for torch; 0 leaves torch's default
+    epochs: PosInt = 60
+    batch_size: PosInt = 64
+    eval_batch_size: PosInt = 256
+    eval_every: PosInt = 1          # evaluate the test split after every N-th epoch (and the last) `[ours]`
+    num_threads: NonNegInt = 0      # CPU threads for torch; 0 leaves torch's default
     deterministic: bool = False
     progress: bool = True           # tqdm bars
-    amp: str = "auto"               # auto (bf16 autocast with CUDA) | bf16 | none
+    amp: Amp = "auto"  # auto: bf16 autocast with CUDA, none on CPU
     tensorboard: bool = False       # TensorBoard scalars in <run>/tb (needs the `tensorboard` extra)
 
 
@@ -105,10 +196,10 @@ class TrainConfig:
 class RunConfig:
     profile: str = "quick"
     method: str = "ce"
-    seed: int = 0
-    device: str = "auto"            # auto | cpu | cuda | cuda:N
+    seed: NonNegInt = 0
+    device: Device = "auto"         # auto | cpu | cuda | cuda:N
     out_dir: str = "runs"
-    name: str = ""                  # run directory name; empty: <dataset>-<method>-<noise>-s<seed>
+    name: str = ""                  # run directory name (one path component); empty: <dataset>-<method>-<noise>-s<seed>
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -117,8 +208,25 @@ class RunConfig:
 
     @property
     def run_name(self) -> str:
-        noise = self.data.noise.replace(":", "")
+        noise = self.data.noise.replace(":", "").replace("/", "_")
         return self.name or f"{self.data.dataset}-{self.method}-{noise}-s{self.seed}"
+
+    def identity(self) -> dict:
+        """The config without the keys that do not change what a run computes (where it is written,
+        its name, progress bars, TensorBoard, CPU thread count)."""
+        d = self.to_dict()
+        for k in ("out_dir", "name"):
+            d.pop(k)
+        for k in ("progress", "tensorboard", "num_threads"):
+            d["train"].pop(k)
+        return d
+
+    def cell_name(self) -> str:
+        """A run name derived from the whole config: readable prefix + 8 hex digits of its hash,
+        so two variants never share a directory (the sweep runner names every cell so)."""
+        noise = self.data.noise.replace(":", "").replace("/", "_")[:24]
+        digest = sha256_text(json.dumps(self.identity(), sort_keys=True), 8)
+        return f"{self.data.dataset}-{self.method}-{noise}-s{self.seed}-{digest}"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -128,8 +236,19 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
+    def problems(self, key: str) -> list[str]:
+        out = []
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            out.append(f"config key 'device' must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.name and (self.name in (".", "..") or re.search(r"[/\\\x00]", self.name) or self.name.startswith(".")):
+            out.append(f"config key 'name' must be one path component (no '/', not starting with '.'), "
+                       f"got {self.name!r}")
+        if not self.out_dir:
+            out.append("config key 'out_dir' must not be empty")
+        return out
 
-# Profiles: partial overrides on top of the defaults (design.md, Profiles).
+
+# Profiles: partial overrides on top of the defaults (docs/architecture.md#profiles).
 PROFILES: dict[str, dict] = {
     # CI and nbval: seconds per notebook on 2 CPU cores; proves every code path.
     "smoke": {"data": {"image_size": 48, "n_train": 384, "n_test": 192},
@@ -152,53 +271,167 @@ PROFILES: dict[str, dict] = {
               "train": {"epochs": 60, "batch_size": 64}},
 }
 
+# Method name -> its Params dataclass; filled by fercore.methods.register (one entry per method).
+METHOD_PARAMS: dict[str, type] = {}
+
+
+def register_params(name: str, params: type) -> None:
+    """Make `name`'s parameters known to the config layer (called once per registered method)."""
+    if name in METHOD_PARAMS and METHOD_PARAMS[name] is not params:
+        raise ValueError(f"method parameters {name!r} registered twice")
+    METHOD_PARAMS[name] = params
+
+
+# --- checking values ----------------------------------------------------------------------------
 
 def _suggest(key: str, options) -> str:
-    close = difflib.get_close_matches(key, list(options), n=1)
+    close = difflib.get_close_matches(str(key), [str(o) for o in options], n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotated type `tp`, converting lists to tuples and ints to floats."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
+def _ordered_pairs(obj, key: str, names: tuple[str, ...]) -> list[str]:
+    return [f"config key '{key}{n}' must be [low, high] with low <= high, got {list(getattr(obj, n))}"
+            for n in names if getattr(obj, n)[0] > getattr(obj, n)[1]]
+
+
+def choice_problem(key: str, value: Any, options: tuple) -> str:
+    """The one wording of a value outside a closed set of choices."""
+    names = [str(o) for o in options]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return f"{key}: expected {listed}, got {value!r}{_suggest(value, options)}"
+
+
+def check_choice(key: str, value: Any, tp: Any) -> Any:
+    """`value` if it is one of the `Literal` type `tp`'s choices, else a ConfigError (for callers
+    of the library that pass a string without building a config)."""
+    options = typing.get_args(_unwrap(tp)[0])
+    if value not in options:
+        raise ConfigError(choice_problem(key, value, options))
+    return value
+
+
+@dataclass(frozen=True)
+class Raw:
+    """An override value as typed on the command line: its text, and its YAML reading."""
+
+    text: str
+    value: Any
+
+
+def _describe(tp: Any) -> str:
+    base, _ = _unwrap(tp)
+    return getattr(base, "__name__", str(base))
+
+
+def _unwrap(tp: Any) -> tuple[Any, Range | None]:
+    if typing.get_origin(tp) is Annotated:
+        args = typing.get_args(tp)
+        return args[0], next((a for a in args[1:] if isinstance(a, Range)), None)
+    return tp, None
+
+
+def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
+    """`value` checked against the annotation `tp` (choices, ranges, tuple lengths), converted where
+    the intent is unambiguous (int -> float, '1e-3' -> float, list -> tuple). A problem is appended
+    to `problems` (one line naming the key) and the value is returned unchanged."""
+    base, rng = _unwrap(tp)
+    raw = value.text if isinstance(value, Raw) else None
+    value = value.value if isinstance(value, Raw) else value
+    origin = typing.get_origin(base)
+    if base is Any:
         return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, str, bool, float):
-        if type(value) is not tp:
-            raise ConfigError(f"config key {key!r} must be {tp.__name__}, got {value!r}")
+    if origin is Literal:
+        options = typing.get_args(base)
+        if raw is not None and raw in options:
+            return raw
+        if value not in options or type(value) is not type(options[0]):
+            problems.append(choice_problem(key, value, options))
+        return value
+    if base is str:
+        if raw is not None:
+            return raw
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if type(value) is not str:
+            problems.append(f"config key {key!r} must be str, got {value!r}")
+        return value
+    if base is float:
+        if isinstance(value, str) and FLOAT_PATTERN.fullmatch(value.strip()):
+            value = float(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+    if base in (int, bool, float):
+        if type(value) is not base:
+            problems.append(f"config key {key!r} must be {base.__name__}, got {value!r}")
+            return value
+        if rng is not None and not rng.holds(value):
+            problems.append(f"config key {key!r} must be {rng}, got {value!r}")
         return value
     if origin is tuple:
-        args = typing.get_args(tp)
+        args = typing.get_args(base)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"config key {key!r} must be a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            problems.append(f"config key {key!r} must be a list of {len(args)} values, got {value!r}")
+            return value
+        return tuple(_coerce(v, a, f"{key}[{i}]", problems) for i, (v, a) in enumerate(zip(value, args)))
     if origin is list:
-        (arg,) = typing.get_args(tp)
+        (arg,) = typing.get_args(base)
+        if isinstance(value, str) and arg is str:
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
-        return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
-    raise ConfigError(f"config key {key!r} has an unsupported type {tp}")
+            problems.append(f"config key {key!r} must be a list, got {value!r}")
+            return value
+        return [_coerce(v, arg, f"{key}[{i}]", problems) for i, v in enumerate(value)]
+    raise TypeError(f"config key {key!r} has an unsupported type {tp}")
 
 
-def apply(obj: Any, updates: dict, prefix: str = "") -> Any:
-    """Return a copy of dataclass `obj` with nested `updates`; unknown keys and bad types raise."""
-    hints = typing.get_type_hints(type(obj))
-    names = {f.name for f in fields(obj) if f.name != "params"}
+def _apply(obj: Any, updates: dict, prefix: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(type(obj), include_extras=True)
+    names = [f.name for f in fields(obj) if f.name != "params"]
     changes = {}
     for k, v in updates.items():
         key = f"{prefix}{k}"
         if k not in names:
-            raise ConfigError(f"unknown config key {key!r}{_suggest(k, names)}")
+            problems.append(f"unknown config key {key!r}{_suggest(k, names)}")
+            continue
         cur = getattr(obj, k)
         if is_dataclass(cur):
             if not isinstance(v, dict):
-                raise ConfigError(f"config key {key!r} is a section; give {key}.<name>=value")
-            changes[k] = apply(cur, v, key + ".")
+                problems.append(f"config key {key!r} is a section; give {key}.<name>=value")
+                continue
+            changes[k] = _apply(cur, v, key + ".", problems)
         else:
-            changes[k] = _coerce(v, hints[k], key)
+            changes[k] = _coerce(v, hints[k], key, problems)
     return dataclasses.replace(obj, **changes)
+
+
+def check(obj: Any, prefix: str = "") -> list[str]:
+    """Every problem of a (nested) config dataclass's values: annotations and `problems` hooks."""
+    problems: list[str] = []
+    hints = typing.get_type_hints(type(obj), include_extras=True)
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if is_dataclass(v):
+            problems += check(v, f"{prefix}{f.name}.")
+        elif f.name != "params":
+            _coerce(v, hints[f.name], f"{prefix}{f.name}", problems)
+    if hasattr(obj, "problems"):
+        problems += obj.problems(prefix)
+    return problems
+
+
+def apply(obj: Any, updates: dict, prefix: str = "") -> Any:
+    """A copy of dataclass `obj` with nested `updates`; every problem raises one ConfigError."""
+    problems: list[str] = []
+    out = _apply(obj, updates, prefix, problems)
+    problems += [p for p in check(out, prefix) if p not in problems]
+    raise_problems(problems)
+    return out
+
+
+def raise_problems(problems: list[str]) -> None:
+    """One ConfigError carrying every problem, one line each (the CLI prints them all)."""
+    if problems:
+        raise ConfigError("\n".join(dict.fromkeys(problems)))
 
 
 def _merge(base: dict, upd: dict) -> dict:
@@ -209,31 +442,71 @@ def _merge(base: dict, upd: dict) -> dict:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """`["train.epochs=5", "scn.beta=0.7"]` -> nested dict; values parsed as YAML scalars."""
+    """`["train.epochs=5", "scn.beta=0.7"]` -> nested dict of `Raw` values (text and YAML reading)."""
     out: dict = {}
+    problems = []
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+            problems.append(f"override {item!r} is not of the form key=value")
+            continue
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            value = text
         node = out
         parts = key.strip().split(".")
+        if not all(parts):
+            problems.append(f"override {item!r} has an empty key part")
+            continue
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} conflicts with another override of {p!r}")
-        node[parts[-1]] = value
+                problems.append(f"override {item!r} conflicts with another override of {p!r}")
+                break
+        else:
+            if isinstance(node.get(parts[-1]), dict):
+                problems.append(f"override {item!r} conflicts with another override of {parts[-1]!r}")
+                continue
+            node[parts[-1]] = Raw(text, value)
+    raise_problems(problems)
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (it keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str | Path) -> dict:
+    """A YAML config file as a dict; every problem is one ConfigError naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if "\t" in text and "tab" in str(what).lower() or "found character '\\t'" in str(e):
+            what = f"{what} (YAML forbids tabs for indentation; use spaces)"
+        raise ConfigError(f"{where}: not valid YAML: {what}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
     return data
@@ -244,29 +517,48 @@ def build_config(profile: str | None = None, yaml_file: str | Path | None = None
     """Defaults <- profile <- YAML file <- overrides; then the method's own parameters.
 
     `profile` may also be given in the YAML file or the overrides; the explicit argument wins.
+    Every problem of every layer is reported at once (one ConfigError, one line per problem).
     """
-    from .methods import get_method  # methods import config; resolve lazily
-
     layers = [load_yaml(yaml_file) if yaml_file else {},
               parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})]
     merged: dict = {}
     for layer in layers:
         merged = _merge(merged, layer)
-    name = profile or merged.pop("profile", None) or "quick"
-    merged.pop("profile", None)
+    raw_profile = merged.pop("profile", None)
+    name = profile or (raw_profile.text if isinstance(raw_profile, Raw) else raw_profile) or "quick"
     if name not in PROFILES:
-        raise ConfigError(f"unknown profile {name!r}; expected one of {sorted(PROFILES)}")
-    from .methods import METHODS
-    method_name = merged.get("method", PROFILES[name].get("method", RunConfig.method))
+        raise ConfigError(f"unknown profile {name!r}; expected one of {sorted(PROFILES)}{_suggest(name, PROFILES)}")
+    raw_method = merged.get("method", PROFILES[name].get("method", RunConfig.method))
+    method_name = raw_method.text if isinstance(raw_method, Raw) else raw_method
+    if method_name not in METHOD_PARAMS:
+        raise ConfigError(f"unknown method {method_name!r}; expected one of {sorted(METHOD_PARAMS)}"
+                          f"{_suggest(method_name, METHOD_PARAMS)}")
     # a profile may hold method sections (e.g. SCN's relabel epoch): only the chosen method's applies
-    merged = _merge({k: v for k, v in PROFILES[name].items() if k not in METHODS or k == method_name}, merged)
-    method_cls = get_method(method_name)  # raises ConfigError for an unknown method
-    for other in set(METHODS) - {method_name}:
+    profile_layer = {k: v for k, v in PROFILES[name].items() if k not in METHOD_PARAMS or k == method_name}
+    merged = _merge(profile_layer, merged)
+    problems: list[str] = []
+    for other in sorted(set(METHOD_PARAMS) - {method_name}):
         if other in merged:
-            raise ConfigError(f"config section {other!r} given, but the method is {method_name!r}")
+            keys = merged[other] if isinstance(merged[other], dict) else {}
+            problems += [f"unknown config key '{other}.{k}' (a {other} parameter, but the method is "
+                         f"{method_name!r})" for k in keys] or [f"config section {other!r} given, but the "
+                                                                f"method is {method_name!r}"]
+            merged.pop(other)
     method_args = merged.pop(method_name, None) or {}
     if not isinstance(method_args, dict):
-        raise ConfigError(f"config key {method_name!r} must be a section of {method_name} parameters")
-    cfg = apply(RunConfig(profile=name), merged)
-    params = apply(method_cls.Params(), method_args, method_name + ".")
+        problems.append(f"config key {method_name!r} must be a section of {method_name} parameters")
+        method_args = {}
+    cfg = _apply(RunConfig(profile=name), merged, "", problems)
+    params = _apply(METHOD_PARAMS[method_name](), method_args, method_name + ".", problems)
+    problems += [p for p in check(cfg) + check(params, method_name + ".") if p not in problems]
+    raise_problems(problems)
     return dataclasses.replace(cfg, params=params)
+
+
+def from_run_config(conf: dict, overrides: list[str] | None = None) -> RunConfig:
+    """Rebuild a RunConfig from a run directory's config.json (plus `key=value` overrides)."""
+    conf = dict(conf)
+    profile = conf.pop("profile", None)
+    if not isinstance(profile, str):
+        raise ConfigError("config.json has no 'profile' key: not written by fercore")
+    return build_config(profile, overrides=_merge(conf, parse_overrides(overrides or [])))

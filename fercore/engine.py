@@ -1,11 +1,15 @@
-"""The training engine: `fit` runs epochs of a Method over a Loader and writes a run directory.
+"""The engine: `fit` trains a Method over a Loader into a run directory; `infer` is the one
+inference path (`evaluate`, `predict_run`, the predict CLI and the notebooks all go through it).
 
-Seeds everything, checkpoints every epoch atomically, resumes bit-for-bit on CPU, stops with a
-clear message on a non-finite loss (keeping the last good checkpoint), and evaluates the test
-split after every epoch (last- and best-epoch metrics both reported, last is the headline).
+`fit` reads top to bottom like a short training loop (docs/architecture.md#the-training-loop):
+set up the process, load the data, build the method, open the run directory (reuse, resume or
+start), then one `train_epoch` + `evaluate` + `save_epoch` per epoch and a summary. Everything a
+run could refuse (config, data, method, weights) is checked before its folder is created.
+It seeds everything, checkpoints every epoch atomically, resumes bit-for-bit on CPU, stops with a
+clear message on a non-finite loss (keeping the last good checkpoint), and records per-sample
+diagnostics (id, loss and probability of the given label, prediction, method scores) every epoch.
 The same code runs on CPU and GPU (bf16 autocast, channels_last, fused optimizers, optional
 `torch.compile`) and under torchrun with DistributedDataParallel (`fercore.distributed`).
-`restore` rebuilds a trained method from its run directory alone, for `eval` and `predict`.
 """
 from __future__ import annotations
 
@@ -22,40 +26,40 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
-from .config import OptimConfig, RunConfig, _merge, build_config, parse_overrides
+from .config import Amp, MemoryFormat, OptimConfig, RunConfig, check_choice, from_run_config
 from .data.datasets import load_dataset
 from .data.faceset import FaceSet
-from .data.loader import Augment, Loader
+from .data.augment import Augment
+from .data.loader import Loader
 from .distributed import Dist
-from .errors import ConfigError, NonFiniteLossError
+from .errors import ConfigError, NonFiniteLossError, RunError
 from .methods import get_method
-from .methods.base import DataFacts, Method, TrainState
+from .methods.base import DataFacts, Method, SampleRecord, TrainState
 from .metrics import auxiliary_report, classification_report
 from .models.weights import load_backbone_weights
-from .results import Run
 from .rundir import RunDir, code_hash, environment
 
 
 def resolve_device(spec: str) -> torch.device:
+    """`device`: 'auto' = CUDA when torch sees it, else CPU; an explicit CUDA device must exist."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {spec!r} asked for, but torch sees no CUDA device")
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"config key 'device' is {spec!r}, but torch sees "
+                          f"{torch.cuda.device_count()} CUDA device(s); use device=cpu or device=auto")
     return dev
 
 
 def amp_dtype(spec: str, device: torch.device) -> torch.dtype | None:
     """train.amp: 'auto' = bf16 autocast on CUDA and none on CPU (it changes the numerics there), 'bf16', 'none'."""
-    if spec not in ("auto", "bf16", "none"):
-        raise ConfigError(f"train.amp: expected auto, bf16 or none, got {spec!r}")
+    check_choice("train.amp", spec, Amp)
     return torch.bfloat16 if spec == "bf16" or (spec == "auto" and device.type == "cuda") else None
 
 
 def use_channels_last(spec: str, device: torch.device) -> bool:
     """model.memory_format: 'auto' = channels_last with CUDA (tensor-core friendly), 'channels_last', 'contiguous'."""
-    if spec not in ("auto", "channels_last", "contiguous"):
-        raise ConfigError(f"model.memory_format: expected auto, channels_last or contiguous, got {spec!r}")
+    check_choice("model.memory_format", spec, MemoryFormat)
     return spec == "channels_last" or (spec == "auto" and device.type == "cuda")
 
 
@@ -85,27 +89,23 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}  # optim.optimizer
+
+
 def build_optimizer(groups: list[dict], cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
     extra = {"fused": True} if device.type == "cuda" else {}
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, weight_decay=cfg.weight_decay, **extra)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, **extra)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **extra)
-    raise ConfigError(f"optim.optimizer: expected adam, adamw or sgd, got {cfg.optimizer!r}")
+        extra["momentum"] = cfg.momentum
+    return OPTIMIZERS[cfg.optimizer](groups, weight_decay=cfg.weight_decay, **extra)
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, epochs: int):
-    if cfg.schedule == "exponential":
-        return torch.optim.lr_scheduler.ExponentialLR(opt, cfg.gamma)
-    if cfg.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, cfg.step_size, cfg.gamma)
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
-    if cfg.schedule == "none":
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    raise ConfigError(f"optim.schedule: expected exponential, step, cosine or none, got {cfg.schedule!r}")
+    """optim.schedule, stepped once per epoch."""
+    sched = torch.optim.lr_scheduler
+    return {"exponential": lambda: sched.ExponentialLR(opt, cfg.gamma),
+            "step": lambda: sched.StepLR(opt, cfg.step_size, cfg.gamma),
+            "cosine": lambda: sched.CosineAnnealingLR(opt, max(epochs, 1)),
+            "none": lambda: sched.LambdaLR(opt, lambda _: 1.0)}[cfg.schedule]()
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -131,77 +131,96 @@ def prepare_method(method: Method, cfg: RunConfig, device: torch.device) -> Meth
 
 
 @torch.no_grad()
-def evaluate(method: Method, data: FaceSet, cfg: RunConfig, device: torch.device, *, dist: Dist | None = None) -> dict:
-    """Metrics of `method` on `data` (against its labels, and its true labels where known),
-    plus the per-sample predictions ('pred', 'prob'). Distributed: each rank scores a slice."""
+# --- inference: the one path ------------------------------------------------------------------
+
+@torch.no_grad()
+def infer(method: Method, data: FaceSet, cfg: RunConfig, device: torch.device | str, *,
+          dist: Dist | None = None, batch_size: int | None = None) -> dict[str, np.ndarray]:
+    """`method.predict` over `data` in order, in eval mode, without augmentation, with the run's
+    own normalisation, precision and memory format: 'prob' (softmax of the logits) plus every other
+    estimate (importance, uncertainty, confidence, AUs, VA, POI's region distributions).
+    Distributed: each rank scores a slice, the rows are gathered in order."""
     d = dist or Dist()
+    device = torch.device(device)
     was_training = method.training
     method.eval()
     part = data
     if d.active:
         bounds = torch.linspace(0, len(data), d.world + 1).round().long().tolist()
         part = data.subset(list(range(bounds[d.rank], bounds[d.rank + 1])))
-    loader = Loader(part, cfg.train.eval_batch_size, device, normalize=cfg.data.normalize,
+    loader = Loader(part, batch_size or cfg.train.eval_batch_size, device, normalize=cfg.data.normalize,
                     residency=cfg.data.residency)
     channels_last, dtype = use_channels_last(cfg.model.memory_format, device), amp_dtype(cfg.train.amp, device)
-    probs, aux = [], {}
-    for b in loader:
+    parts: dict[str, list[torch.Tensor]] = {}
+    for batch in loader:
         with _autocast(device, dtype):
-            estimates = method.predict(_to_memory_format(b, channels_last))
-        probs.append(estimates["logits"].float().softmax(1))
-        for k in ("au", "va"):  # auxiliary-task estimates (MTAC), scored below where data has labels
-            if k in estimates:
-                aux.setdefault(k, []).append(estimates[k].float())
-    probs = d.gather_rows(torch.cat(probs)).cpu()
-    aux = {k: d.gather_rows(torch.cat(v)).cpu().numpy() for k, v in aux.items()}
+            out = method.predict(_to_memory_format(batch, channels_last))
+        out["prob"] = out.pop("logits").float().softmax(1)
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v.float())
     method.train(was_training)
-    pred = probs.argmax(1).numpy()
+    return {k: d.gather_rows(torch.cat(v)).cpu().numpy() for k, v in parts.items()}
+
+
+def evaluate(method: Method, data: FaceSet, cfg: RunConfig, device: torch.device, *, dist: Dist | None = None) -> dict:
+    """Metrics of `method` on `data` (against its labels, and its true labels where known),
+    plus the per-sample predictions ('pred', 'prob')."""
+    est = infer(method, data, cfg, device, dist=dist)
+    pred = est["prob"].argmax(1)
     out = classification_report(data.label.numpy(), pred, data.num_classes)
     if data.true_label is not None:
         out["acc_true"] = float((data.true_label.numpy() == pred).mean())
-    out.update(auxiliary_report(data, aux))
-    out.update(pred=pred, prob=probs.numpy())
+    out.update(auxiliary_report(data, est))
+    out.update(pred=pred, prob=est["prob"])
     return out
-
-
-@torch.no_grad()
-def predict_split(method: Method, data: FaceSet, device: str | torch.device = "cpu", batch_size: int = 256,
-                  normalize: str = "imagenet") -> dict[str, np.ndarray]:
-    """`method.predict` over `data` in order, in eval mode without augmentation: 'prob' (softmax of the
-    logits) plus every other output (importance, uncertainty, AUs, VA, POI's region distributions)."""
-    was_training = method.training
-    method.eval()
-    parts: dict[str, list[torch.Tensor]] = {}
-    for batch in Loader(data, batch_size, torch.device(device), normalize=normalize):
-        out = method.predict(batch)
-        out["prob"] = out.pop("logits").float().softmax(1)
-        for k, v in out.items():
-            parts.setdefault(k, []).append(v.float().cpu())
-    method.train(was_training)
-    return {k: torch.cat(v).numpy() for k, v in parts.items()}
 
 
 def restore(run_dir: str | Path, device: str | torch.device = "cpu",
             overrides: list[str] | None = None) -> tuple[RunConfig, Method]:
     """Rebuild the method of a run directory from its config.json and checkpoint.pt alone (no
     training data: the checkpoint carries the DataFacts). `overrides` change the config (e.g.
-    data keys for evaluating on another dataset); the model must stay the same. Returned in eval mode."""
+    data keys for evaluating on another dataset); the model must stay the same. Returned in eval
+    mode. Every damaged or missing file is a RunError naming it."""
     rd = RunDir(Path(run_dir))
-    if not rd.file("config.json").is_file() or not rd.file("checkpoint.pt").is_file():
-        raise ConfigError(f"{rd.path} is not a run directory (config.json and checkpoint.pt expected)")
-    conf = rd.read_json("config.json")
-    profile = conf.pop("profile")
-    cfg = build_config(profile, overrides=_merge(conf, parse_overrides(overrides or [])))
+    if not rd.path.is_dir():
+        raise RunError(f"{rd.path}: no such run directory")
+    if not rd.file("config.json").is_file() or not rd.started:
+        raise RunError(f"{rd.path} is not a run directory with a checkpoint ({rd.status()}; "
+                       f"config.json and checkpoint.pt expected)")
+    cfg = from_run_config(rd.config, overrides)
     device = torch.device(device) if not isinstance(device, torch.device) else device
     ckpt = rd.load_checkpoint(map_location=device)
     if "facts" not in ckpt:
-        raise ConfigError(f"{rd.file('checkpoint.pt')}: written by an older fercore without data facts; "
-                          f"retrain the run to use eval/predict")
+        raise RunError(f"{rd.file('checkpoint.pt')}: written by an older fercore without data facts; "
+                       f"retrain the run to use eval/predict")
     facts = DataFacts(**json.loads(ckpt["facts"]))
     method = get_method(cfg.method)(cfg, facts)
-    method.load_state_dict(ckpt["model"])
+    try:
+        method.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise RunError(f"{rd.file('checkpoint.pt')}: does not fit the run's model "
+                       f"({str(e).splitlines()[0][:200]})") from None
     method = prepare_method(method, cfg, device)
     return cfg, method.eval()
+
+
+def predict_run(run_dir: str | Path, data: FaceSet, device: str | torch.device = "cpu",
+                batch_size: int | None = None) -> dict[str, np.ndarray]:
+    """`infer` of a run directory's trained method on `data`, with the run's own normalisation."""
+    device = torch.device(device)
+    cfg, method = restore(run_dir, device)
+    check_compatible(method.facts, data, run_dir)
+    return infer(method, data, cfg, device, batch_size=batch_size)
+
+
+def check_compatible(facts: DataFacts, data: FaceSet, run_dir: str | Path = "the run") -> None:
+    """A RunError unless `data` matches what the run was trained on: image size and classes."""
+    if data.image_size != facts.image_size:
+        raise RunError(f"{run_dir}: trained at {facts.image_size} px, the data is at {data.image_size} px; "
+                       f"evaluate at data.image_size={facts.image_size}")
+    if tuple(data.classes) != tuple(facts.classes):
+        raise RunError(f"{run_dir}: trained on the classes {list(facts.classes)}, the data has "
+                       f"{list(data.classes)}; choose the matching label protocol (data.protocol=...)")
 
 
 def train_step(model: torch.nn.Module, method: Method, batch: dict, state: TrainState, opt: torch.optim.Optimizer,
@@ -266,17 +285,10 @@ def _tensorboard_writer(cfg: RunConfig):
     return SummaryWriter
 
 
-def fit(cfg: RunConfig, data: tuple[FaceSet, FaceSet] | None = None, *, if_exists: str = "error") -> Run:
-    """Train `cfg.method` as configured and return the finished Run.
+# --- training ----------------------------------------------------------------------------------
 
-    `data` (train, test) skips `load_dataset(cfg.data)`; pass it to train on data prepared in a
-    notebook. If the run directory already holds a run, `if_exists` decides: 'error' (default),
-    'resume' (continue its last checkpoint), 'overwrite' (start again), or 'reuse' (return it
-    unchanged if it finished with the same config, data and fercore source, else start again).
-    'resume' and 'reuse' refuse a directory that holds a run of another config.
-    Under torchrun every rank calls `fit` with the same arguments; rank 0 writes.
-    """
-    writer = _tensorboard_writer(cfg)
+def _setup_process(cfg: RunConfig) -> tuple[Dist, torch.device]:
+    """Join torchrun's process group (if any), pick the device, set threads and determinism."""
     d, dist_device = distributed.setup(cfg.device)
     device = dist_device or resolve_device(cfg.device)
     if cfg.train.num_threads:
@@ -287,20 +299,37 @@ def fit(cfg: RunConfig, data: tuple[FaceSet, FaceSet] | None = None, *, if_exist
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not cfg.train.deterministic
-    dtype = amp_dtype(cfg.train.amp, device)
-    channels_last = use_channels_last(cfg.model.memory_format, device)
-    seed_everything(cfg.seed)
-    if data is None:  # rank 0 first: it fills the dataset cache the other ranks then read
-        if not d.main:
-            d.barrier()
-        data = load_dataset(cfg.data)
-        if d.main:
-            d.barrier()
-    train, test = data
+    return d, device
 
+
+def _load_data(cfg: RunConfig, d: Dist) -> tuple[FaceSet, FaceSet]:
+    """The configured dataset with its training-label noise; rank 0 first (it fills the cache)."""
+    if not d.main:
+        d.barrier()
+    data = load_dataset(cfg.data)
+    if d.main:
+        d.barrier()
+    return data
+
+
+def fit(cfg: RunConfig, data: tuple[FaceSet, FaceSet] | None = None, *, if_exists: str = "error") -> RunDir:
+    """Train `cfg.method` as configured and return its finished run directory.
+
+    `data` (train, test) skips `load_dataset(cfg.data)`; pass it to train on data prepared in a
+    notebook. If the run directory already holds a run, `if_exists` decides: 'error' (default),
+    'resume' (continue its last checkpoint), 'overwrite' (start again), or 'reuse' (return it
+    unchanged if it finished with the same config, data and fercore source, else start again).
+    'resume' and 'reuse' refuse a directory that holds a run of another config; no mode deletes a
+    folder fercore did not make. Under torchrun every rank calls `fit` with the same arguments;
+    rank 0 writes.
+    """
+    writer = _tensorboard_writer(cfg)
+    d, device = _setup_process(cfg)
+    seed_everything(cfg.seed)
+    train, test = data if data is not None else _load_data(cfg, d)
     rd = RunDir(Path(cfg.out_dir) / cfg.run_name)
     with rd.lock() if d.main else contextlib.nullcontext():
-        return _fit_locked(cfg, rd, train, test, if_exists, d, device, dtype, channels_last, writer)
+        return _fit_locked(cfg, rd, train, test, if_exists, d, device, writer)
 
 
 def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -315,41 +344,171 @@ def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _fit_locked(cfg: RunConfig, rd: RunDir, train: FaceSet, test: FaceSet, if_exists: str, d: Dist,
-                device: torch.device, dtype, channels_last: bool, writer) -> Run:
-    """`fit` once its run directory is locked: no second process can reuse, resume or delete it."""
-    config_json = json.loads(cfg.to_json())
-    fingerprints = (train.fingerprint(), test.fingerprint())
-    if if_exists == "reuse" and rd.finished_with(config_json, code_hash(), fingerprints):
-        return Run(rd.path)
-    resume = if_exists == "resume"
-    if if_exists in ("resume", "reuse") and rd.file("config.json").exists():
-        diff = _config_diff(rd.read_json("config.json"), config_json)
-        if diff:  # another experiment under the same name: never continue or delete it
+def _check_existing(rd: RunDir, config_json: dict, if_exists: str) -> None:
+    """'resume' and 'reuse' never continue or delete a run of another config."""
+    if if_exists in ("resume", "reuse") and rd.started and rd.file("config.json").is_file():
+        diff = _config_diff(rd.config, config_json)
+        if diff:
             raise ConfigError(f"{rd.path} holds a run of another config (it differs in {', '.join(diff)}); "
                               f"give this run its own name=..., or overwrite that one")
-    if d.main:
-        rd.prepare(if_exists)
-        rd.write_json("config.json", config_json)
-    d.barrier()
 
-    method = get_method(cfg.method)(cfg, train)
+
+def _environment(cfg: RunConfig, method: Method, train: FaceSet, test: FaceSet, d: Dist, device: torch.device,
+                 weights: dict | None) -> dict:
+    """env.json: versions, device, git commit, code hash, data fingerprints, realised noise, options."""
     env = environment(device)
-    env["data"] = {"train_fingerprint": fingerprints[0], "test_fingerprint": fingerprints[1],
+    env["data"] = {"train_fingerprint": train.fingerprint(), "test_fingerprint": test.fingerprint(),
                    "train_size": len(train), "test_size": len(test), "noise": train.meta.get("noise")}
     env["method"] = method.describe()
     env["distributed"] = {"world_size": d.world, "backend": torch.distributed.get_backend() if d.active else None}
-    env["options"] = {"amp": str(dtype).replace("torch.", "") if dtype else "none", "channels_last": channels_last,
+    dtype = amp_dtype(cfg.train.amp, device)
+    env["options"] = {"amp": str(dtype).replace("torch.", "") if dtype else "none",
+                      "channels_last": use_channels_last(cfg.model.memory_format, device),
                       "compile": cfg.model.compile}
-    if cfg.model.weights:
-        report = load_backbone_weights(method.backbone, cfg.model.weights)
-        env["weights"] = report
-        if d.main:
-            print(f"{cfg.method}: loaded {report['loaded']} backbone tensors from {report['path']} "
-                  f"({report['format']}, sha256 {report['sha256'][:12]}); ignored {len(report['ignored'])} "
-                  f"checkpoint tensors: {report['ignored'][:8]}")
+    if weights is not None:
+        env["weights"] = weights
+    return env
+
+
+class SampleLog:
+    """What the engine records for every training sample, whatever the method (docs/architecture.md#
+    run-directories): the loss and the probability of the label *given* (before any relabeling)
+    and the prediction, from the batch's own forward pass; with the ids and labels once, so every
+    analysis (small-loss reference, cleanlab, AUROC of a method's score) joins on the same rows."""
+
+    def __init__(self, train: FaceSet, device: torch.device) -> None:
+        n = len(train)
+        self.given = train.label.to(device)
+        self.loss, self.p_label, self.pred = SampleRecord(n), SampleRecord(n), SampleRecord(n)
+        self.flipped = train.extras.get("flipped")
+
+    def write(self, method: Method, batch: dict, out: dict, epoch: int) -> None:
+        logits = method.sample_logits(out).detach().float()
+        idx = batch["index"]
+        y = self.given[idx]
+        logp = logits.log_softmax(1)
+        self.loss.write(idx, -logp.gather(1, y[:, None]).squeeze(1), epoch)
+        self.p_label.write(idx, logp.gather(1, y[:, None]).squeeze(1).exp(), epoch)
+        self.pred.write(idx, logits.argmax(1).float(), epoch)
+
+    def arrays(self, d: Dist, epoch: int) -> dict[str, np.ndarray]:
+        return {f"{k}@{epoch}": d.merge_samples(getattr(self, k).values).cpu().numpy().copy()
+                for k in ("loss", "p_label", "pred")}
+
+    def fit_rates(self, pred: np.ndarray) -> dict[str, float]:
+        """Train accuracy on the given labels, split by injected flips: how far the model memorises."""
+        seen = ~np.isnan(pred)
+        hit = pred == self.given.cpu().numpy()
+        out = {}
+        if self.flipped is not None and bool(self.flipped.any()):
+            flipped = self.flipped.numpy()
+            out["train_fit_flipped"] = float(hit[seen & flipped].mean()) if (seen & flipped).any() else float("nan")
+            out["train_fit_clean"] = float(hit[seen & ~flipped].mean()) if (seen & ~flipped).any() else float("nan")
+        return out
+
+
+def _initial_diagnostics(train: FaceSet) -> dict[str, np.ndarray]:
+    out = {"id": np.array(train.ids, dtype=str), "label_given": train.label.numpy()}
+    for name in ("clean_label", "true_label"):
+        if getattr(train, name) is not None:
+            out[name] = getattr(train, name).numpy()
+    if "flipped" in train.extras:
+        out["flipped"] = train.extras["flipped"].numpy()
+    return out
+
+
+def _resume(rd: RunDir, method: Method, opt, sched, state: TrainState, d: Dist, device: torch.device
+            ) -> tuple[int, list[dict], dict[str, np.ndarray] | None]:
+    """Load the last checkpoint into the method, optimiser, scheduler, labels and RNGs; returns the
+    epoch to start from, the history so far and the diagnostics so far (None: start afresh)."""
+    ckpt = rd.load_checkpoint(map_location=device)
+    if ckpt is None:
+        return 0, [], None
+    method.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    state.labels.copy_(ckpt["labels"])
+    state.step, state.relabels = ckpt["step"], json.loads(ckpt["relabels"])
+    history = json.loads(ckpt["history"])
+    _set_rng_state(ckpt["rng"])
     if d.main:
-        rd.write_json("env.json", env)
+        rd.write_metrics(history)
+    return ckpt["epoch"], history, rd.load_diagnostics() or None
+
+
+def train_epoch(model, method: Method, loader, state: TrainState, opt, cfg: RunConfig, d: Dist,
+                device: torch.device, log: SampleLog, where: Path) -> dict:
+    """One epoch of optimiser steps; returns the epoch's averaged training terms."""
+    dtype, channels_last = amp_dtype(cfg.train.amp, device), use_channels_last(cfg.model.memory_format, device)
+    epoch = state.epoch
+    sums: dict[str, torch.Tensor] = {}
+    seen = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    watch = _NonFiniteWatch(device)
+    kept = f"epoch {epoch} checkpoint kept" if epoch else "no checkpoint yet"
+
+    def message(value: float, step: int) -> str:
+        return f"{cfg.method}: loss is {value} at epoch {epoch + 1}, step {step + 1}; stopped ({kept} in {where})"
+
+    def before_backward(loss: torch.Tensor) -> None:
+        watch.update(loss, state.step)
+        watch.check(d, state.step, False, message)
+
+    t0 = time.perf_counter()
+    bar = tqdm(loader, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+               disable=_progress_disabled(cfg.train.progress, d))
+    for batch in bar:
+        loss, logs, out = train_step(model, method, batch, state, opt, dtype=dtype, channels_last=channels_last,
+                                     grad_clip=cfg.optim.grad_clip, before_backward=before_backward)
+        log.write(method, batch, out, epoch)
+        n = len(batch["index"])
+        seen += n
+        correct += (out["logits"].argmax(1) == batch["label"]).sum()
+        for k, v in {"loss": loss.detach(), **logs}.items():
+            sums[k] = sums.get(k, 0) + v.float() * n
+    watch.check(d, state.step, True, message)
+    train_time = time.perf_counter() - t0
+    seen_all = float(d.sum(seen).item())
+    return {**{f"train_{k}": float(d.sum(v).item()) / seen_all for k, v in sums.items()},
+            "train_acc": float(d.sum(correct).item()) / seen_all, "images_per_s": seen_all / train_time,
+            "epoch_time_s": train_time}
+
+
+def _merge_relabels(state: TrainState, labels_before: torch.Tensor, n_before: int, d: Dist) -> None:
+    """Every rank's relabels of this epoch, in every rank's label table and event list."""
+    if d.active:
+        d.merge_labels(state.labels, labels_before)
+        new = [e for events in d.gather_objects(state.relabels[n_before:]) for e in events]
+        state.relabels = state.relabels[:n_before] + new
+
+
+def _eval_due(cfg: RunConfig, epoch: int) -> bool:
+    """Evaluate after every `train.eval_every`-th epoch and after the last one."""
+    return (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs
+
+
+def _fit_locked(cfg: RunConfig, rd: RunDir, train: FaceSet, test: FaceSet, if_exists: str, d: Dist,
+                device: torch.device, writer) -> RunDir:
+    """`fit` once its run directory is locked: no second process can reuse, resume or delete it."""
+    # --- open the run: reuse it, or check everything, then (re)start or resume it ---
+    config_json = json.loads(cfg.to_json())
+    if if_exists == "reuse" and rd.finished_with(config_json, code_hash(), (train.fingerprint(), test.fingerprint())):
+        return rd
+    _check_existing(rd, config_json, if_exists)
+    method = get_method(cfg.method)(cfg, train)      # data-dependent checks happen here, before any file
+    weights = load_backbone_weights(method.backbone, cfg.model.weights) if cfg.model.weights else None
+    if weights is not None and d.main:
+        print(f"{cfg.method}: loaded {weights['loaded']} backbone tensors from {weights['path']} "
+              f"({weights['format']}, sha256 {weights['sha256'][:12]}); ignored {len(weights['ignored'])} "
+              f"checkpoint tensors: {weights['ignored'][:8]}")
+    resume = if_exists == "resume" and rd.started
+    if d.main:
+        rd.prepare("resume" if resume else if_exists)
+        rd.write_config(config_json)
+        rd.write_env(_environment(cfg, method, train, test, d, device, weights))
+    d.barrier()
+
+    # --- the model, the optimiser, the data on the device ---
     method = prepare_method(method, cfg, device)
     model = distributed.wrap(method, d, device)
     opt = build_optimizer(method.param_groups(cfg.optim), cfg.optim, device)
@@ -360,79 +519,38 @@ def _fit_locked(cfg: RunConfig, rd: RunDir, train: FaceSet, test: FaceSet, if_ex
                     normalize=cfg.data.normalize, residency=cfg.data.residency, **method.loader_options())
     if d.active:
         loader = distributed.ShardedLoader(loader, d)
-    history: list[dict] = []
-    diagnostics: dict[str, np.ndarray] = {"label_given": train.label.numpy()}
-    for name in ("clean_label", "true_label"):
-        if getattr(train, name) is not None:
-            diagnostics[name] = getattr(train, name).numpy()
-    start = 0
-    ckpt = rd.load_checkpoint(map_location=device) if resume else None
-    if ckpt is not None:
-        method.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        state.labels.copy_(ckpt["labels"])
-        state.step, state.relabels = ckpt["step"], json.loads(ckpt["relabels"])
-        history = json.loads(ckpt["history"])
-        diagnostics = rd.load_diagnostics() or diagnostics
-        _set_rng_state(ckpt["rng"])
-        start = ckpt["epoch"]
-        if d.main:
-            rd.write_metrics(history)
-    tb = writer(str(rd.file("tb"))) if writer is not None and d.main else None
+    log = SampleLog(train, device)
+    start, history, diagnostics = _resume(rd, method, opt, sched, state, d, device) if resume else (0, [], None)
+    diagnostics = diagnostics or _initial_diagnostics(train)
+    tb = writer(str(rd.tensorboard_dir())) if writer is not None and d.main else None
     facts = json.dumps(method.facts.to_dict())
 
+    # --- the epochs ---
     t_run = time.perf_counter()
     for epoch in range(start, cfg.train.epochs):
         state.epoch = epoch
         loader.set_epoch(epoch)
         method.train()
-        labels_before, n_relabels = state.labels.clone(), len(state.relabels)
-        sums: dict[str, torch.Tensor] = {}
-        seen = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        watch = _NonFiniteWatch(device)
-        kept = f"epoch {epoch} checkpoint kept" if epoch else "no checkpoint yet"
-
-        def message(value: float, step: int) -> str:
-            return (f"{cfg.method}: loss is {value} at epoch {epoch + 1}, step {step + 1}; stopped "
-                    f"({kept} in {rd.path})")
-
-        t0 = time.perf_counter()
-        bar = tqdm(loader, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                   disable=_progress_disabled(cfg.train.progress, d))
-        def before_backward(loss: torch.Tensor) -> None:
-            watch.update(loss, state.step)
-            watch.check(d, state.step, False, message)
-
-        for batch in bar:
-            loss, logs, out = train_step(model, method, batch, state, opt, dtype=dtype, channels_last=channels_last,
-                                         grad_clip=cfg.optim.grad_clip, before_backward=before_backward)
-            n = len(batch["index"])
-            seen += n
-            correct += (out["logits"].argmax(1) == batch["label"]).sum()
-            for k, v in {"loss": loss.detach(), **logs}.items():
-                sums[k] = sums.get(k, 0) + v.float() * n
-        watch.check(d, state.step, True, message)
-        if d.active:
-            d.merge_labels(state.labels, labels_before)
-            new = [e for events in d.gather_objects(state.relabels[n_relabels:]) for e in events]
-            state.relabels = state.relabels[:n_relabels] + new
-        train_time = time.perf_counter() - t0
-        seen_all = float(d.sum(seen).item())
-        lrs = {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(opt.param_groups)}
+        labels_before, n_before = state.labels.clone(), len(state.relabels)
+        row = {"epoch": epoch + 1, **train_epoch(model, method, loader, state, opt, cfg, d, device, log, rd.path)}
+        _merge_relabels(state, labels_before, n_before, d)
+        row.update({f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(opt.param_groups)})
         sched.step()
         method.on_epoch_end(state)
-        ev = evaluate(method, test, cfg, device, dist=d)
-        row = {"epoch": epoch + 1, **{f"train_{k}": float(d.sum(v).item()) / seen_all for k, v in sums.items()},
-               "train_acc": float(d.sum(correct).item()) / seen_all, "images_per_s": seen_all / train_time,
-               "epoch_time_s": train_time, **lrs, **{f"test_{k}": v for k, v in ev.items() if k not in ("pred", "prob")}}
+        samples = log.arrays(d, epoch + 1)
+        row.update(log.fit_rates(samples[f"pred@{epoch + 1}"]))
         if train.clean_label is not None:
             row["labels_clean_frac"] = float((state.labels.cpu() == train.clean_label).float().mean())
+        if _eval_due(cfg, epoch):
+            t0 = time.perf_counter()
+            ev = evaluate(method, test, cfg, device, dist=d)
+            row.update({f"test_{k}": v for k, v in ev.items() if k not in ("pred", "prob")},
+                       eval_time_s=time.perf_counter() - t0)
+            diagnostics[f"test_pred@{epoch + 1}"] = ev["pred"]
         history.append(row)
         # copies: on CPU .cpu().numpy() would alias tensors that later epochs overwrite in place
         diagnostics[f"label@{epoch + 1}"] = state.labels.cpu().numpy().copy()
-        diagnostics[f"test_pred@{epoch + 1}"] = ev["pred"]
+        diagnostics.update(samples)
         for k, v in method.diagnostics().items():
             diagnostics[f"{k}@{epoch + 1}"] = d.merge_samples(v.detach().float()).cpu().numpy().copy()
         if d.main:
@@ -442,25 +560,30 @@ def _fit_locked(cfg: RunConfig, rd: RunDir, train: FaceSet, test: FaceSet, if_ex
                                 "relabels": json.dumps(state.relabels), "history": json.dumps(history),
                                 "rng": _rng_state(), "facts": facts})
             rd.write_metrics(history)
-            if tb is not None:
-                for k, v in row.items():
-                    if isinstance(v, (int, float)) and k != "epoch":
-                        tb.add_scalar(k, v, epoch + 1)
-                tb.flush()
-            if cfg.train.progress:
-                tqdm.write(f"{cfg.method} epoch {epoch + 1}: loss {row['train_loss']:.3f} "
-                           f"test acc {row['test_acc']:.4f}")
+            _log_epoch(tb, row, cfg)
 
-    if not history:
-        raise ConfigError("train.epochs must be at least 1")
+    # --- the summary: last epoch is the headline ---
     if tb is not None:
         tb.close()
-    best = max(history, key=lambda r: r["test_acc"])
+    scored = [r for r in history if "test_acc" in r]
+    best = max(scored, key=lambda r: r["test_acc"])
     summary = {"method": cfg.method, "seed": cfg.seed, "noise": cfg.data.noise, "headline": "last",
                "last": history[-1], "best": best, "epochs": len(history), "n_relabels": len(state.relabels),
-               "wall_time_s": time.perf_counter() - t_run, "data": env["data"]}
+               "wall_time_s": time.perf_counter() - t_run,
+               "data": {"train_size": len(train), "test_size": len(test), "noise": train.meta.get("noise")}}
     if d.main:
-        rd.write_json("summary.json", summary)
-        rd.write_json("relabels.json", state.relabels)
+        rd.write_summary(summary, state.relabels)
     d.barrier()
-    return Run(rd.path)
+    return rd
+
+
+def _log_epoch(tb, row: dict, cfg: RunConfig) -> None:
+    """TensorBoard scalars and the one progress line of an epoch."""
+    if tb is not None:
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and k != "epoch":
+                tb.add_scalar(k, v, row["epoch"])
+        tb.flush()
+    if cfg.train.progress:
+        acc = f"test acc {row['test_acc']:.4f}" if "test_acc" in row else "(not evaluated)"
+        tqdm.write(f"{cfg.method} epoch {row['epoch']}: loss {row['train_loss']:.3f} {acc}")

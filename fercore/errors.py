@@ -11,3 +11,7 @@ class DataError(ValueError):
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+class RunError(ConfigError):
+    """A run directory problem: damaged or missing files, an unfinished run, a folder fercore did not make."""

@@ -8,7 +8,7 @@ import numpy as np
 import seaborn as sns
 
 from .data.faceset import FaceSet
-from .results import Run
+from .rundir import RunDir
 
 
 def face_grid(fs: FaceSet, index, titles: list[str] | None = None, ncols: int = 8,
@@ -30,7 +30,7 @@ def face_grid(fs: FaceSet, index, titles: list[str] | None = None, ncols: int = 
     return fig
 
 
-def learning_curves(runs: dict[str, Run], metrics=("test_acc", "train_acc")):
+def learning_curves(runs: dict[str, RunDir], metrics=("test_acc", "train_acc")):
     """One panel per metric, one line per run, against the epoch."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics):

@@ -1,14 +1,25 @@
-"""Run directories: config, environment, per-epoch metrics, diagnostics and checkpoints.
+"""Run directories: the one owner of their format (docs/architecture.md#run-directories).
 
-Layout (design.md): `config.json` (resolved), `env.json` (versions, device, git commit, data
-fingerprints), `metrics.jsonl` (one line per epoch), `summary.json`, `diagnostics.npz`
-(per-sample scores by epoch), `checkpoint.pt` (written atomically, loaded with weights_only=True).
+The engine writes a run through `RunDir`; the tables, the plots, the notebooks, `eval`, `predict`
+and the sweep runner read it through the same class, so every file name lives here (`FILES`):
+
+| file | what | written |
+|---|---|---|
+| `.fercore-run` | marker: this folder was made by fercore (`--overwrite` refuses folders without it) | at start |
+| `config.json` | the resolved config | at start |
+| `env.json` | versions, platform, device, git commit, code hash, data fingerprints, realised noise, weights | at start |
+| `metrics.jsonl` | one line per finished epoch | every epoch |
+| `diagnostics.npz` | per-training-sample records by epoch (ids, labels, losses, method scores) | every epoch |
+| `checkpoint.pt` | model, optimiser, scheduler, live labels, RNG, history (loaded with weights_only) | every epoch |
+| `summary.json` | last- and best-epoch metrics: its presence means the run finished | at the end |
+| `relabels.json` | every relabel event | at the end |
+
+Every write is atomic (`fercore.files.atomic_path`); every read error names the file.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import platform
@@ -16,16 +27,18 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
+from .errors import RunError
+from .files import atomic_path, sha256_file, write_atomic
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file and rename it over `path`: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+FILES = SimpleNamespace(marker=".fercore-run", config="config.json", env="env.json", metrics="metrics.jsonl",
+                        diagnostics="diagnostics.npz", checkpoint="checkpoint.pt", summary="summary.json",
+                        relabels="relabels.json", tensorboard="tb")
+IF_EXISTS = ("error", "resume", "overwrite", "reuse")
 
 
 def git_commit() -> dict:
@@ -43,6 +56,8 @@ def git_commit() -> dict:
 
 def code_hash() -> str:
     """sha256 over fercore's own source files: a finished run is reused only under the same code."""
+    import hashlib
+
     root = Path(__file__).resolve().parent
     h = hashlib.sha256()
     for f in sorted(root.rglob("*")):
@@ -73,11 +88,50 @@ def environment(device: torch.device) -> dict:
 
 
 class RunDir:
-    """One run's folder."""
+    """One run's folder: written by the engine, read by everything downstream."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # --- state ----------------------------------------------------------------------------------
+    @property
+    def is_fercore_run(self) -> bool:
+        """True if fercore made this folder (its marker, or a config.json and env.json of older runs)."""
+        return self.file(FILES.marker).is_file() or (
+            self.file(FILES.config).is_file() and self.file(FILES.env).is_file())
+
+    @property
+    def finished(self) -> bool:
+        return self.file(FILES.summary).is_file()
+
+    @property
+    def started(self) -> bool:
+        """True once an epoch has been checkpointed: there is something to resume or lose."""
+        return self.file(FILES.checkpoint).is_file()
+
+    def status(self) -> str:
+        """'finished', 'interrupted after epoch E of N', 'not started' or 'empty' (for messages)."""
+        if self.finished:
+            return "finished"
+        if self.file(FILES.metrics).is_file():
+            done = len(self.history())
+            total = self.config.get("train", {}).get("epochs", "?") if self.file(FILES.config).is_file() else "?"
+            return f"interrupted after epoch {done} of {total}"
+        return "not started" if self.is_fercore_run else "empty"
+
+    def require_finished(self, what: str) -> None:
+        """A RunError naming the run if it did not finish (for `eval`, `predict`, tables)."""
+        if not self.finished:
+            raise RunError(f"{self.path}: the run did not finish ({self.status()}); {what} needs a finished "
+                           f"run: resume it with `fercore train ... --resume` or pass allow_unfinished")
+
+    # --- writing (the engine) -------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self):
         """Hold an exclusive lock on this run (file `.<name>.lock` beside it) while the block runs.
@@ -100,57 +154,150 @@ class RunDir:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def prepare(self, if_exists: str) -> None:
-        """Create the folder. An existing run is an error unless `if_exists` is 'resume' or
-        'overwrite' (and, for 'reuse', the caller has already decided it cannot be reused)."""
-        if if_exists not in ("error", "resume", "overwrite", "reuse"):
-            raise ValueError(f"if_exists: expected error, resume, overwrite or reuse, got {if_exists!r}")
-        if self.path.exists() and any(self.path.iterdir()):
-            if if_exists in ("overwrite", "reuse"):
-                shutil.rmtree(self.path)
-            elif if_exists == "error":
-                raise FileExistsError(f"run directory {self.path} already holds a run; resume it or "
-                                      f"overwrite it")
+        """Create the folder and its marker. A folder holding a started run is an error unless
+        `if_exists` is 'resume' or 'overwrite' ('reuse': the caller decided it cannot be reused).
+        A folder of fercore's that never finished an epoch is replaced without asking; a folder that
+        fercore did not make is never deleted."""
+        if if_exists not in IF_EXISTS:
+            raise ValueError(f"if_exists: expected one of {IF_EXISTS}, got {if_exists!r}")
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"{self.path} exists and is not a folder; give another name= or out_dir=")
+        if self.path.is_dir() and any(self.path.iterdir()):
+            if not self.is_fercore_run:
+                found = sorted(p.name for p in self.path.iterdir())[:5]
+                raise RunError(f"{self.path} holds files fercore did not write ({', '.join(found)}...); "
+                               f"fercore deletes only run directories it made: give another name= or out_dir=")
+            if if_exists == "error" and self.started:
+                raise FileExistsError(f"run directory {self.path} already holds a run ({self.status()}); "
+                                      f"resume it (--resume), reuse it (--reuse) or overwrite it (--overwrite)")
+            if if_exists in ("overwrite", "reuse") or not self.started:
+                self.clear()
         self.path.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.file(FILES.marker), "written by fercore; --overwrite may delete this folder\n")
+
+    def clear(self) -> None:
+        """Delete this run directory (only ever one fercore made: see `prepare`)."""
+        if not self.is_fercore_run:
+            raise RunError(f"{self.path}: refusing to delete a folder fercore did not make")
+        shutil.rmtree(self.path)
 
     def finished_with(self, config: dict, code: str, fingerprints: tuple[str, str]) -> bool:
-        """True if this folder holds a finished run of exactly this config, code and data."""
+        """True if this folder holds a finished, readable run of exactly this config, code and data."""
         try:
-            env = self.read_json("env.json")
-            return (self.file("summary.json").exists() and self.read_json("config.json") == config
-                    and env["code_hash"] == code
-                    and (env["data"]["train_fingerprint"], env["data"]["test_fingerprint"]) == fingerprints)
-        except (OSError, KeyError, ValueError):
+            env = self.read_json(FILES.env)
+            return (self.finished and self.read_json(FILES.config) == config and env["code_hash"] == code
+                    and (env["data"]["train_fingerprint"], env["data"]["test_fingerprint"]) == fingerprints
+                    and self.load_checkpoint() is not None)
+        except (OSError, KeyError, ValueError, RunError):
             return False
-
-    def file(self, name: str) -> Path:
-        return self.path / name
 
     def write_json(self, name: str, obj) -> None:
         write_atomic(self.file(name), json.dumps(obj, indent=2, sort_keys=True, default=str))
 
-    def read_json(self, name: str):
-        return json.loads(self.file(name).read_text())
+    def write_config(self, config: dict) -> None:
+        self.write_json(FILES.config, config)
+
+    def write_env(self, env: dict) -> None:
+        self.write_json(FILES.env, env)
+
+    def write_summary(self, summary: dict, relabels: list[dict]) -> None:
+        self.write_json(FILES.relabels, relabels)
+        self.write_json(FILES.summary, summary)  # last: its presence means the run finished
 
     def write_metrics(self, history: list[dict]) -> None:
-        write_atomic(self.file("metrics.jsonl"), "".join(json.dumps(m, sort_keys=True) + "\n" for m in history))
+        write_atomic(self.file(FILES.metrics), "".join(json.dumps(m, sort_keys=True) + "\n" for m in history))
 
     def save_checkpoint(self, blob: dict) -> None:
-        tmp = self.file("checkpoint.pt.tmp")
-        torch.save(blob, tmp)
-        os.replace(tmp, self.file("checkpoint.pt"))
-
-    def load_checkpoint(self, map_location=None) -> dict | None:
-        path = self.file("checkpoint.pt")
-        return torch.load(path, map_location=map_location, weights_only=True) if path.exists() else None
+        with atomic_path(self.file(FILES.checkpoint)) as tmp:
+            torch.save(blob, tmp)
 
     def save_diagnostics(self, arrays: dict[str, np.ndarray]) -> None:
-        tmp = self.file("diagnostics.tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, self.file("diagnostics.npz"))
+        with atomic_path(self.file(FILES.diagnostics)) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+
+    def tensorboard_dir(self) -> Path:
+        return self.file(FILES.tensorboard)
+
+    # --- reading (tables, plots, notebooks, eval, predict) --------------------------------------
+    def read_json(self, name: str):
+        path = self.file(name)
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise RunError(f"{path}: missing ({self.status()} run)") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RunError(f"{path}: not valid JSON ({str(e).splitlines()[0]}); the file is damaged") from None
+
+    @property
+    def config(self) -> dict:
+        return self.read_json(FILES.config)
+
+    @property
+    def env(self) -> dict:
+        return self.read_json(FILES.env)
+
+    @property
+    def summary(self) -> dict:
+        return self.read_json(FILES.summary)
+
+    def history(self) -> list[dict]:
+        """The per-epoch metrics as a list of dicts (one per finished epoch)."""
+        path = self.file(FILES.metrics)
+        try:
+            lines = path.read_text().splitlines()
+        except FileNotFoundError:
+            raise RunError(f"{path}: missing ({self.status()} run)") from None
+        out = []
+        for i, line in enumerate(lines, 1):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise RunError(f"{path}:{i}: not valid JSON; the file is damaged") from None
+        return out
+
+    def metrics(self):
+        """The per-epoch metrics as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.history())
+
+    def load_checkpoint(self, map_location=None) -> dict | None:
+        """The checkpoint, None if there is none; a damaged file is a RunError naming it."""
+        path = self.file(FILES.checkpoint)
+        if not path.exists():
+            return None
+        try:
+            blob = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, ...
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RunError(f"{path}: unreadable checkpoint ({why[:160]}); the file is damaged or truncated "
+                           f"(size {path.stat().st_size} bytes)") from None
+        if not isinstance(blob, dict) or not {"epoch", "model"} <= set(blob):
+            raise RunError(f"{path}: not a fercore checkpoint (expected a dict with epoch and model)")
+        return blob
 
     def load_diagnostics(self) -> dict[str, np.ndarray]:
-        path = self.file("diagnostics.npz")
+        path = self.file(FILES.diagnostics)
         if not path.exists():
             return {}
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(path) as z:
+                return {k: z[k] for k in z.files}
+        except Exception as e:  # noqa: BLE001 - numpy raises BadZipFile, ValueError, EOFError, ...
+            raise RunError(f"{path}: unreadable ({type(e).__name__}: {e}); the file is damaged") from None
+
+    def diagnostics(self) -> dict[str, np.ndarray]:
+        return self.load_diagnostics()
+
+    def relabels(self):
+        """Relabel events as a DataFrame (epoch 0-based, index, old, new, score)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.read_json(FILES.relabels), columns=["epoch", "index", "old", "new", "score"])
+
+    def checkpoint_sha256(self) -> str:
+        return sha256_file(self.file(FILES.checkpoint))
+
+
+Run = RunDir  # what `fit` returns and the tables read: the same class, one owner of the format

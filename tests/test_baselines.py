@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fercore.data.loader import Augment, Loader
+from fercore.data.augment import Augment
+from fercore.data.loader import Loader
 from fercore.methods import get_method
 from fercore.methods.base import DataFacts, TrainState
 from fercore.methods.eac import class_activation_maps, consistency, mirror

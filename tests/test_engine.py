@@ -8,7 +8,7 @@ import torch
 from fercore.engine import evaluate, fit
 from fercore.errors import NonFiniteLossError
 from fercore.methods import METHODS
-from fercore.results import summarize
+from fercore.tables import summarize
 from fercore.rundir import RunDir
 
 

@@ -1,7 +1,8 @@
 import torch
 
 from fercore.config import AugmentConfig
-from fercore.data.loader import Augment, Loader, random_erasing
+from fercore.data.augment import Augment, random_erasing
+from fercore.data.loader import Loader
 
 
 def test_each_epoch_visits_every_sample_once_in_a_seeded_order(synth_small):
@@ -68,7 +69,7 @@ import pytest  # noqa: E402
 from torchvision.transforms.v2 import functional as TF  # noqa: E402
 
 from fercore.data.faceset import FaceSet  # noqa: E402
-from fercore.data.loader import color_jitter, grayscale  # noqa: E402
+from fercore.data.augment import color_jitter, grayscale  # noqa: E402
 from fercore.errors import ConfigError  # noqa: E402
 
 

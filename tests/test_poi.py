@@ -9,7 +9,7 @@ import torch
 from fercore.config import AugmentConfig
 from fercore.data.landmarks import (ARCFACE_112, TEMPLATE, mean_template, mirror_template, mtcnn_available,
                                     template_landmarks, with_landmarks)
-from fercore.data.loader import Augment
+from fercore.data.augment import Augment
 from fercore.errors import ConfigError, DataError
 from fercore.methods.poi.mutual import ensemble_mutual_loss, kl_div, pairwise_mutual_loss
 from fercore.methods.poi.prior import AUPrior, au_vocabulary, load_tables, prior_matrix
@@ -374,8 +374,7 @@ def test_poi_config_errors_name_the_key(poi_setup, synth_small):
 
 def test_poi_trains_writes_diagnostics_and_restores(tiny_config):
     from fercore.data.datasets import load_dataset
-    from fercore.engine import fit, restore
-    from fercore.engine import predict_split
+    from fercore.engine import fit, predict_run
 
     cfg = tiny_config("poi.regions=[left_eye,mouth_right,top_left,global]", "poi.mutual=pairwise",
                       "data.noise=sym:0.3", method="poi")
@@ -389,8 +388,7 @@ def test_poi_trains_writes_diagnostics_and_restores(tiny_config):
     assert m["train_pin_ce"].notna().all() and (m["train_ramp"] > 0).all()
     assert run.env["method"]["regions"]["top_left"] == [1, 2, 4, 5, 6, 7, 9]
     # rebuilt from the run directory alone, it predicts what the engine evaluated
-    _, method = restore(run.path)
-    pred = predict_split(method, load_dataset(cfg.data)[1])
+    pred = predict_run(run.path, load_dataset(cfg.data)[1])
     assert (pred["prob"].argmax(1) == d["test_pred@2"]).all()
     assert pred["region_prob"].shape == (64, 4, 7) and pred["u"].shape == (64,)
 

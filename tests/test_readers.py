@@ -271,8 +271,8 @@ def test_decode_cache_is_reused_until_a_source_file_changes(tmp_path, faces, mon
     fx.write_rafdb(tmp_path, *faces)
     first, _ = read("rafdb", tmp_path)
     calls = []
-    real = readers.common.decode
-    monkeypatch.setattr(readers.common, "decode", lambda *a: calls.append(a) or real(*a))
+    real = readers.decode.decode
+    monkeypatch.setattr(readers.decode, "decode", lambda *a: calls.append(a) or real(*a))
     again, _ = read("rafdb", tmp_path)
     assert calls == [] and torch.equal(first.images, again.images)
     img = tmp_path / "Image" / "aligned" / "train_00003_aligned.jpg"

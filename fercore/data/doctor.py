@@ -23,7 +23,8 @@ from ..errors import ConfigError, DataError
 from .classes import CODINGS, PROTOCOL_CODING, mapping_table
 from .noise import EAC_NOISE
 from .readers import SCANNERS
-from .readers.common import PixelRow, Problems, Scan, normalised_sha256, sha256_file
+from ..files import normalised_sha256, sha256_file
+from .readers.toolkit import PixelRow, Problems, Scan
 from .readers.rafdb import parse_name_code
 
 # Published per-class counts by raw code (datasets.md 2.2 and 4) and split sizes (3.3).

@@ -19,12 +19,12 @@ from torch import Tensor
 
 from ..errors import DataError
 from .faceset import FaceSet
-from .loader import FLIP_LANDMARKS
 
 # insightface's `arcface_dst`: 5 points of a 112x112 aligned face, in pixels
 ARCFACE_112 = torch.tensor([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                             [41.5493, 92.3655], [70.7299, 92.2041]])
 TEMPLATE = ARCFACE_112 / 112  # as fractions of the image side
+FLIP_LANDMARKS = [1, 0, 2, 4, 3]  # a mirror swaps the eyes and the mouth corners
 MTCNN_INSTALL = 'pip install --no-deps "facenet-pytorch==2.6.0"'
 
 
@@ -93,3 +93,10 @@ def with_landmarks(fs: FaceSet, how: str = "template", template: Tensor | None =
     elif how != "template":
         raise DataError(f"landmarks: expected 'template' or 'mtcnn', got {how!r}")
     return fs.replace(landmarks=filled, meta=meta)
+
+
+def five_point(lm68: np.ndarray) -> np.ndarray:
+    """68-point (iBUG order) landmarks (..., 68, 2) -> fercore's 5 points: eye centres (image-left
+    eye first: points 36-41 are the subject's right eye), nose tip 30, mouth corners 48 and 54."""
+    return np.stack([lm68[..., 36:42, :].mean(-2), lm68[..., 42:48, :].mean(-2), lm68[..., 30, :],
+                     lm68[..., 48, :], lm68[..., 54, :]], -2)

@@ -141,7 +141,8 @@ def write_label_file(path: str | Path, names: list[str], labels: Tensor, fs: Fac
 def read_label_file(path: Path, fs: FaceSet, sha256: str = "") -> tuple[Tensor, str]:
     """Noisy head indices for `fs`'s samples from a `name code` file covering the full training
     split (`fs.meta['n_rows']` lines), and the file's sha256. Errors name the file and line."""
-    from .readers.common import Problems, sha256_file
+    from ..files import sha256_file
+    from .readers.toolkit import Problems
     from .readers.rafdb import parse_name_code
 
     if not path.is_file():

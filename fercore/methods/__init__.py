@@ -1,9 +1,14 @@
-"""Method registry: name -> Method class. Every module in this package registers itself on import."""
+"""Method registry: name -> Method class (docs/contributing.md#add-a-method).
+
+Every module of this package registers its method on import; `register` also hands the method's
+`Params` dataclass to the config layer, which checks `<method>.<key>=value` against it.
+"""
 from __future__ import annotations
 
 import importlib
 import pkgutil
 
+from ..config import register_params
 from ..errors import ConfigError
 
 METHODS: dict[str, type] = {}
@@ -13,6 +18,7 @@ def register(cls: type) -> type:
     if cls.name in METHODS:
         raise ValueError(f"method {cls.name!r} registered twice")
     METHODS[cls.name] = cls
+    register_params(cls.name, cls.Params)
     return cls
 
 

@@ -135,6 +135,12 @@ class Method(nn.Module):
         """Evaluation outputs: 'logits' plus whatever else the method estimates."""
         return {"logits": self(batch)["logits"]}
 
+    def sample_logits(self, out: dict[str, Tensor]) -> Tensor:
+        """The training forward's per-sample prediction the engine scores against each sample's
+        given label (its loss and probability in diagnostics.npz): 'plain_logits' where a method
+        mixes samples (RUL), else 'logits'."""
+        return out.get("plain_logits", out["logits"])
+
     def after_step(self, batch: dict, out: dict[str, Tensor], state: TrainState) -> None:
         """Called after each optimiser step (SCN relabels here)."""
 

@@ -13,12 +13,13 @@ between the views is EAC's either way.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..config import NonNeg
 from ..models.backbone import init_linear
 from . import register
 from .base import Method, SampleRecord
@@ -28,8 +29,8 @@ from .base import Method, SampleRecord
 class EACParams:
     """EAC's published defaults."""
 
-    lam: float = 5.0            # weight of the attention consistency loss `[lineage: EAC]`
-    second_view: str = "auto"   # shared: the flip of the erased first view (EAC with the clean label file) |
+    lam: NonNeg = 5.0           # weight of the attention consistency loss `[lineage: EAC]`
+    second_view: Literal["auto", "shared", "independent"] = "auto"  # shared: the flip of the erased first view (EAC with the clean label file) |
                                 # independent: the same geometry flipped, its own erase box (EAC with
                                 # noise files) | auto: EAC's rule, independent iff data.noise != none `[lineage: EAC]`
 
@@ -61,8 +62,6 @@ class EAC(Method):
     def __init__(self, cfg, train) -> None:
         super().__init__(cfg, train)
         view = self.params.second_view
-        if view not in ("auto", "shared", "independent"):
-            raise ConfigError(f"eac.second_view: expected auto, shared or independent, got {view!r}")
         self.second_view = view if view != "auto" else ("shared" if cfg.data.noise == "none" else "independent")
         self.fc = init_linear(nn.Linear(self.backbone.num_features, self.num_classes))
         self.record = SampleRecord(self.num_train)

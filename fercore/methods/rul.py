@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import OptimConfig
+from ..config import OptimConfig, PosInt, Prob
 from ..models.backbone import Backbone, init_linear
 from . import register
 from .base import Method, SampleRecord
@@ -24,8 +24,8 @@ from .base import Method, SampleRecord
 class RULParams:
     """RUL's published defaults."""
 
-    feature_dim: int = 64       # size of mu and of the log-variance `[lineage: RUL]`
-    dropout: float = 0.4        # dropout inside both heads `[lineage: RUL]`
+    feature_dim: PosInt = 64      # size of mu and of the log-variance `[lineage: RUL]`
+    dropout: Prob = 0.4       # dropout inside both heads `[lineage: RUL]`
 
 
 def feature_map_shape(backbone: Backbone, channels: int, image_size: int) -> tuple[int, int, int]:
@@ -39,9 +39,10 @@ def feature_map_shape(backbone: Backbone, channels: int, image_size: int) -> tup
 
 
 def rul_head(shape: tuple[int, int, int], dim: int, dropout: float) -> nn.Sequential:
-    """BatchNorm2d(C, affine=False) -> Dropout -> flatten -> Linear(C*h*w -> dim) -> BatchNorm1d(dim, eps=2e-5)."""
+    """BatchNorm2d(C, eps=2e-5, affine=False) -> Dropout -> flatten -> Linear(C*h*w -> dim) ->
+    BatchNorm1d(dim, eps=2e-5), as RUL's `res18feature.mu` / `log_var` `[lineage: RUL src/rul.py]`."""
     c, h, w = shape
-    return nn.Sequential(nn.BatchNorm2d(c, affine=False), nn.Dropout(dropout), nn.Flatten(),
+    return nn.Sequential(nn.BatchNorm2d(c, eps=2e-5, affine=False), nn.Dropout(dropout), nn.Flatten(),
                          nn.Linear(c * h * w, dim), nn.BatchNorm1d(dim, eps=2e-5))
 
 
@@ -84,7 +85,8 @@ class RUL(Method):
             return {"logits": self.fc(mu), "uncertainty": logvar.exp().mean(1)}
         perm = torch.randperm(len(mu), device=mu.device)
         mixed, u, w = uncertainty_mixup(mu, logvar, perm)
-        return {"logits": self.fc(mixed), "uncertainty": u, "mix_weight": w, "perm": perm}
+        return {"logits": self.fc(mixed), "plain_logits": self.fc(mu), "uncertainty": u, "mix_weight": w,
+                "perm": perm}
 
     def loss(self, batch, out, state):
         loss = add_up_loss(out["logits"], batch["label"], out["perm"])

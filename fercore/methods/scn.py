@@ -8,12 +8,13 @@ prediction into the label table when p_max - p_label > `margin2`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..config import Fraction, NonNeg, PosInt, Prob
 from ..models.backbone import init_linear
 from . import register
 from .base import Method, SampleRecord, TrainState
@@ -23,13 +24,13 @@ from .base import Method, SampleRecord, TrainState
 class SCNParams:
     """SCN's published defaults; each one a parameter."""
 
-    beta: float = 0.7           # high-importance fraction of a batch `[lineage: SCN code]`
-    margin1: float = 0.07       # rank margin: SCN README for batch 64 (paper: 0.15 at batch 1024) `[lineage: SCN]`
-    margin2: float = 0.2        # relabel margin on p_max - p_label `[lineage: SCN code]`
-    relabel_epoch: int = 10     # 1-based first relabelling epoch (SCN: 10 of 70); quick/smoke profiles shorten it `[ours]`
-    relabel_group: str = "all"  # all: every sample, as SCN's code does | low: only the low-importance group,
+    beta: Fraction = 0.7        # high-importance fraction of a batch `[lineage: SCN code]`
+    margin1: NonNeg = 0.07      # rank margin: SCN README for batch 64 (paper: 0.15 at batch 1024) `[lineage: SCN]`
+    margin2: Prob = 0.2         # relabel margin on p_max - p_label `[lineage: SCN code]`
+    relabel_epoch: PosInt = 10    # 1-based first relabelling epoch (SCN: 10 of 70); quick/smoke profiles shorten it `[ours]`
+    relabel_group: Literal["all", "low"] = "all"  # all: every sample, as SCN's code does | low: only the low-importance group,
                                 # as the paper describes (SCN #12) `[lineage: SCN]`
-    rr_weight: float = 1.0      # weight of the rank regularisation `[lineage: SCN code]`
+    rr_weight: NonNeg = 1.0     # weight of the rank regularisation `[lineage: SCN code]`
 
 
 def rank_regularization(alpha: Tensor, beta: float, margin: float) -> Tensor:
@@ -67,11 +68,6 @@ class SCN(Method):
 
     def __init__(self, cfg, train) -> None:
         super().__init__(cfg, train)
-        p = self.params
-        if not 0 < p.beta < 1:
-            raise ConfigError(f"scn.beta must be in (0, 1), got {p.beta}")
-        if p.relabel_group not in ("all", "low"):
-            raise ConfigError(f"scn.relabel_group: expected all or low, got {p.relabel_group!r}")
         self.importance = init_linear(nn.Linear(self.backbone.num_features, 1))
         self.fc = init_linear(nn.Linear(self.backbone.num_features, self.num_classes))
         self.record = SampleRecord(self.num_train)

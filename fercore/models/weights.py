@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..data.readers.common import sha256_file
+from ..files import sha256_file
 from ..errors import ConfigError
 
 # Known files and what the issue threads say about them (datasets.md 8.1); sha256 is recorded per run.

@@ -7,7 +7,8 @@ from typing import Callable
 
 from ...config import DataConfig
 from . import affectnet, affwild2, ckplus, csvlist, ferplus, folder, rafdb
-from .common import Problems, Scan, read
+from .assemble import read
+from .toolkit import Problems, Scan
 
 # dataset name -> scan(cfg, problems); `data.dataset` picks one.
 SCANNERS: dict[str, Callable[[DataConfig, Problems], Scan]] = {

@@ -20,7 +20,8 @@ import numpy as np
 
 from ...config import DataConfig
 from ..classes import CODINGS, protocol_classes
-from .common import Problems, Scan, Split, check_images_exist, five_point, require_dir
+from ..landmarks import five_point
+from .toolkit import Problems, Scan, Split, check_images_exist, require_dir
 
 CSV_DIR = "Manually_Annotated_file_lists"
 CSV_IMAGES = "Manually_Annotated_Images"

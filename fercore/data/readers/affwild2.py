@@ -21,7 +21,7 @@ import numpy as np
 
 from ...config import DataConfig
 from ..classes import CODINGS, protocol_classes, resolve_protocol
-from .common import Problems, Scan, Split, read_lines, require_dir
+from .toolkit import Problems, Scan, Split, read_lines, require_dir
 
 IMAGE_DIR = "cropped_aligned"
 ANNOTATION_DIR = "annotations"

@@ -18,7 +18,7 @@ import torch
 
 from ...config import DataConfig
 from ..classes import CODINGS, protocol_classes, resolve_protocol
-from .common import IMAGE_SUFFIXES, Problems, Scan, Split
+from .toolkit import IMAGE_SUFFIXES, Problems, Scan, Split
 
 NAME = re.compile(r"S(\d{3})_(\d{3})_(\d{8})\.png")
 

@@ -5,53 +5,46 @@ canonical order of the training labels `[ours]`.
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from ...config import DataConfig
 from ..classes import CLASSES, canonical_name, protocol_classes, resolve_protocol
-from .common import Problems, Scan, Split, check_images_exist
+from .toolkit import Problems, Scan, Split, check_images_exist, read_csv
 
 FILES = {"train": "train.csv", "test": "test.csv"}
 
 
 def _rows(path: Path, problems: Problems) -> list[dict]:
-    if not path.is_file():
-        problems.add(path, "label file missing")
+    header, records = read_csv(path, problems, required=("path", "label"))
+    if records is None:
+        return []
+    if ("valence" in header) != ("arousal" in header):
+        problems.add(f"{path}:1", f"header {','.join(header)!r} has one of valence, arousal without the other")
         return []
     rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, [])
-        missing = {"path", "label"} - set(header)
-        if missing or ("valence" in header) != ("arousal" in header):
-            problems.add(f"{path}:1", f"header {','.join(header)!r} needs path,label (and valence with arousal)")
-            return []
-        for rec in reader:
-            where = f"{path}:{reader.line_num}"
-            if len(rec) != len(header):
-                problems.add(where, f"expected {len(header)} columns, got {len(rec)}")
-                continue
-            row = dict(zip(header, rec), where=where)
+    for where, rec in records:
+        if rec is None:
+            continue
+        row = dict(zip(header, rec), where=where)
+        try:
+            row["label"] = canonical_name(row["label"])
+        except KeyError:
+            problems.add(where, f"label {row['label']!r} is not an expression; expected one of {CLASSES}")
+            continue
+        if "valence" in row:
             try:
-                row["label"] = canonical_name(row["label"])
-            except KeyError:
-                problems.add(where, f"label {row['label']!r} is not an expression; expected one of {CLASSES}")
+                va = [float(row[k]) if row[k] else np.nan for k in ("valence", "arousal")]
+            except ValueError:
+                problems.add(where, "valence/arousal is not a number")
                 continue
-            if "valence" in row:
-                try:
-                    va = [float(row[k]) if row[k] else np.nan for k in ("valence", "arousal")]
-                except ValueError:
-                    problems.add(where, "valence/arousal is not a number")
-                    continue
-                if any(abs(v) > 1 for v in va if not np.isnan(v)):
-                    problems.add(where, f"valence/arousal {va} outside [-1, 1]")
-                    continue
-                row["va"] = va
-            rows.append(row)
-    if not rows and path.is_file():
+            if any(abs(v) > 1 for v in va if not np.isnan(v)):
+                problems.add(where, f"valence/arousal {va} outside [-1, 1]")
+                continue
+            row["va"] = va
+        rows.append(row)
+    if not rows and not records:
         problems.add(path, "no rows: the split is empty")
     return rows
 

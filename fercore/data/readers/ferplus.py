@@ -15,7 +15,6 @@ FaceSets hold the hard-labelled images; FER2013's own label is kept in `extras['
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from ...config import DataConfig
 from ..classes import CLASSES, CODINGS, FERPLUS_COLUMNS, protocol_classes, resolve_protocol
-from .common import PixelRow, Problems, Scan, Split
+from .toolkit import PixelRow, Problems, Scan, Split, read_csv
 
 FER_FILE = "fer2013.csv"
 VOTE_FILE = "fer2013new.csv"
@@ -33,25 +32,9 @@ USAGE = {"Training": "train", "PrivateTest": "test", "PublicTest": "val"}
 TIE_RULES = ("exclude", "first")
 
 
-def _rows(path: Path, header: tuple, problems: Problems) -> list[tuple[str, list[str]]]:
-    """(where, fields) of a CSV file whose header must equal `header`."""
-    if not path.is_file():
-        problems.add(path, "file missing")
-        return []
-    out = []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        got = tuple(next(reader, ()))
-        if got != header:
-            problems.add(f"{path}:1", f"header {','.join(got)!r} differs from {','.join(header)!r}")
-            return []
-        for rec in reader:
-            where = f"{path}:{reader.line_num}"
-            if len(rec) != len(header):
-                problems.add(where, f"expected {len(header)} columns, got {len(rec)}")
-                rec = None
-            out.append((where, rec))
-    return out
+def _rows(path: Path, header: tuple, problems: Problems) -> list[tuple[str, list[str] | None]]:
+    """(where, fields) of a CSV file whose header must equal `header` (fields None: a bad row)."""
+    return read_csv(path, problems, header=header, what="file")[1] or []
 
 
 def scan_fer2013(root: Path, problems: Problems) -> list[tuple[str, int, str, str]]:

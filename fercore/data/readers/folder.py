@@ -13,7 +13,8 @@ import torch
 from ...config import DataConfig
 from ..classes import CLASSES, canonical_name, protocol_classes, resolve_protocol
 from ..faceset import FaceSet
-from .common import IMAGE_SUFFIXES, Problems, Scan, Split, decode_split
+from .decode import decode_split
+from .toolkit import IMAGE_SUFFIXES, Problems, Scan, Split
 
 
 def class_folders(split_dir: Path, problems: Problems) -> dict[str, Path]:

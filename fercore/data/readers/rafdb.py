@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ...config import DataConfig
 from ..classes import CODINGS, protocol_classes, resolve_protocol
-from .common import Problems, Scan, Split, check_images_exist, read_lines, require_dir
+from .toolkit import Problems, Scan, Split, check_images_exist, read_lines, require_dir
 
 LABEL_FILE = "EmoLabel/list_patition_label.txt"
 IMAGE_DIR = "Image/aligned"

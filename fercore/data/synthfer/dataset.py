@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from ...config import SynthFERConfig
+from ...files import cache_dir
 from ..classes import protocol_classes
 from ..faceset import FaceSet
 from .annotate import annotate
@@ -31,28 +32,6 @@ CHUNK = 500  # faces rendered at once; fixed so that the output does not depend 
 RAFDB_TRAIN_COUNTS = {"neutral": 2524, "happy": 4772, "sad": 1982, "surprise": 1290,
                       "fear": 281, "disgust": 717, "anger": 705}
 
-
-@dataclass(frozen=True)
-class SynthFERConfig:
-    """How SynthFER faces, expressions and annotators are drawn `[ours]`.
-
-    Sizes (samples per split, pixels) come from the run's data config; together with these
-    fields they key the on-disk cache.
-    """
-
-    protocol: str = "synth7"       # synth7 (RAF-DB's 7 classes) | synth8 (adds contempt)
-    prior: str = "rafdb"           # rafdb | uniform
-    blend_fraction: float = 0.35   # share of faces that blend in a second emotion
-    blend_weight: tuple[float, float] = (0.5, 0.8)  # weight of the true emotion in a blend
-    intensity: tuple[float, float] = (0.35, 1.0)     # expression strength range
-    n_annotators: int = 10
-    perception_noise: float = 0.16  # std of each annotator's AU perception error
-    vote_temperature: float = 0.05  # softness of an annotator's choice among residuals
-    expression_evidence: float = 0.15  # residual cost of calling any non-neutral expression
-    annotator_bias: float = 0.3     # std of per-annotator class preferences (in logits)
-    p_glasses: float = 0.12
-    p_occluder: float = 0.06
-    seed: int = 0                   # the dataset's seed, independent of a run's training seed
 
 RAFDB_SIZES = (12271, 3068)  # default split sizes: RAF-DB basic (datasets.md 2.2)
 
@@ -135,10 +114,6 @@ def generate(cfg: SynthFERConfig, n_train: int = RAFDB_SIZES[0], n_test: int = R
              image_size: int = 64) -> tuple[FaceSet, FaceSet]:
     """Generate the train and test splits (no cache). A split depends only on its own size."""
     return _split(cfg, n_train, "train", image_size), _split(cfg, n_test, "test", image_size)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("FERCORE_CACHE", Path.home() / ".cache" / "fercore"))
 
 
 def config_key(cfg: SynthFERConfig, n: int, split: str, image_size: int) -> str:

@@ -18,7 +18,6 @@ from torch import Tensor, nn
 
 from ...models.backbone import init_linear
 
-CONFIDENCE_MODES = ("logit", "loss", "none")
 
 
 class ConfidenceBlock(nn.Module):

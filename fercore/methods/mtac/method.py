@@ -27,11 +27,13 @@ the same code runs fully supervised (1.0), weakly (between) or without auxiliary
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...config import Fraction, NonNeg, NonNegInt, PosInt, Positive, Prob, Range
 from ...data.faceset import FaceSet
 from ...errors import ConfigError
 from ...models.backbone import init_linear
@@ -40,78 +42,56 @@ from ..base import Method, SampleRecord, TrainState
 from ..rul import add_up_loss, feature_map_shape, rul_head, uncertainty_mixup
 from ..scn import relabel_rule
 from .au_graph import AUGraphHead, AULinearHead, adjacency, conditional_cooccurrence, masked_bce
-from .confidence import CONFIDENCE_MODES, ConfidenceBlock, confidence_weighted_mean
-from .regularization import CLASS_WEIGHTINGS, class_weights, high_group_mask, rank_regularization
+from .confidence import ConfidenceBlock, confidence_weighted_mean
+from .regularization import class_weights, high_group_mask, rank_regularization
 from .relabel import ClassTemplates, first_relabel_epoch, relabel_decision, similarity_margin
-from .va import VA_LOSSES, VAHead, va_loss
+from .va import VAHead, va_loss
 
 
 @dataclass
 class MTACParams:
-    """MTAC's switches and their defaults (provenance in each module's docstring)."""
+    """MTAC's switches and their defaults (provenance in each module's docstring; the whole
+    table in docs/mtac.md). Choices and ranges are checked by the config layer."""
 
-    base: str = "ce"                # ce | scn | rul: the framework MTAC attaches to `[ours]`
+    base: Literal["ce", "scn", "rul"] = "ce"  # the framework MTAC attaches to `[ours]`
     # confidence estimation block
-    confidence: str = "logit"       # logit: CE(c z, y) `[lineage: SCN]` | loss: c-weighted mean `[ours]` | none
-    confidence_hidden: int = 128    # MLP width of c = sigmoid(MLP(f)); 0: SCN's single linear layer `[ours]`
-    confidence_input: str = "feature"  # feature: c from f alone | feature+label: from [f, one-hot label]
-                                    # (evaluation: the predicted label) `[ours, after DMUE's pairwise uncertainty]`
+    confidence: Literal["logit", "loss", "none"] = "logit"  # logit: CE(c z, y) `[lineage: SCN]` | loss: c-weighted mean `[ours]`
+    confidence_hidden: NonNegInt = 128  # MLP width of c = sigmoid(MLP(f)); 0: SCN's single linear layer `[ours]`
+    confidence_input: Literal["feature", "feature+label"] = "feature"  # feature: c from f alone | feature+label:
+                                    # from [f, one-hot label] (evaluation: the predicted label) `[ours, after DMUE's pairwise uncertainty]`
     # weighted regularization module
-    wrm: str = "rank"               # rank: SCN's rank regularisation of c | none `[lineage: SCN]`
-    beta: float = 0.7               # high-confidence fraction of a batch `[lineage: SCN]`
-    margin1: float = 0.07           # rank margin at batch 64 (0.15 at batch >= 256) `[lineage: SCN]`
-    wr_weight: float = 1.0          # l_wr `[ours]`
-    class_weights: str = "none"     # none | inverse | sqrt: class-imbalance weights of the expression loss `[ours]`
+    wrm: Literal["rank", "none"] = "rank"  # rank: SCN's rank regularisation of c `[lineage: SCN]`
+    beta: Fraction = 0.7            # high-confidence fraction of a batch `[lineage: SCN]`
+    margin1: NonNeg = 0.07          # rank margin at batch 64 (0.15 at batch >= 256) `[lineage: SCN]`
+    wr_weight: NonNeg = 1.0         # l_wr `[ours]`
+    class_weights: Literal["none", "inverse", "sqrt"] = "none"  # class-imbalance weights of the expression loss `[ours]`
     # action unit detection over a data-driven AU graph
-    au: str = "graph"               # graph: ML-GCN classifiers `[lineage: ML-GCN]` | linear | none
-    au_weight: float = 1.0          # l_au `[ours]`
-    au_threshold: float = 0.4       # binarisation of P(AU_j | AU_i) `[lineage: ML-GCN]`
-    au_reweight: float = 0.25       # off-diagonal mass p `[lineage: ML-GCN]`
-    au_embed: int = 64              # node embedding size (ML-GCN: 300-d word vectors) `[ours]`
-    au_hidden: int = 256            # first GCN layer width `[ours]`
+    au: Literal["graph", "linear", "none"] = "graph"  # graph: ML-GCN classifiers `[lineage: ML-GCN]`
+    au_weight: NonNeg = 1.0         # l_au `[ours]`
+    au_threshold: Prob = 0.4        # binarisation of P(AU_j | AU_i) `[lineage: ML-GCN]`
+    au_reweight: Prob = 0.25        # off-diagonal mass p `[lineage: ML-GCN]`
+    au_embed: PosInt = 64           # node embedding size (ML-GCN: 300-d word vectors) `[ours]`
+    au_hidden: PosInt = 256         # first GCN layer width `[ours]`
     au_fuse: bool = False           # alternative reading: fuse the AU distribution into the feature `[ours]`
     # valence-arousal measurement
-    va: str = "ccc"                 # ccc: (1-CCC_v)+(1-CCC_a) | mse | none `[ours]`
-    va_weight: float = 1.0          # l_va `[ours]`
-    va_min_samples: int = 8         # fewer annotated samples in a batch: MSE instead of CCC `[ours]`
+    va: Literal["ccc", "mse", "none"] = "ccc"  # ccc: (1-CCC_v)+(1-CCC_a) | mse `[ours]`
+    va_weight: NonNeg = 1.0         # l_va `[ours]`
+    va_min_samples: Annotated[int, Range(2)] = 8  # fewer annotated samples in a batch: MSE instead of CCC `[ours]`
     # re-labeling guided by feature-level similarity
-    relabel: str = "similarity"     # similarity | none
-    margin2: float = 0.2            # similarity margin cos(f,t_k*) - cos(f,t_y) `[ours, after SCN]`
-    template_momentum: float = 0.9  # EMA momentum of the class templates `[ours]`
+    relabel: Literal["similarity", "none"] = "similarity"
+    margin2: NonNeg = 0.2           # similarity margin cos(f,t_k*) - cos(f,t_y) `[ours, after SCN]`
+    template_momentum: Annotated[float, Range(0, 1, hi_open=True)] = 0.9  # EMA momentum of the class templates `[ours]`
     template_center: bool = True    # centre features by their running mean before the cosine `[ours]`
-    relabel_start: float = 1 / 6    # first relabel epoch: >= 1 an epoch (1-based), < 1 a fraction of the run `[ours]`
-    relabel_group: str = "low"      # low: only the batch's low-confidence group | all `[ours]`
-    relabel_votes: int = 1          # consecutive visits (epochs) a sample must meet the rule, same k*, before it is relabelled `[ours]`
+    relabel_start: Positive = 1 / 6  # first relabel epoch: >= 1 an epoch (1-based), < 1 a fraction of the run `[ours]`
+    relabel_group: Literal["low", "all"] = "low"  # low: only the batch's low-confidence group `[ours]`
+    relabel_votes: PosInt = 1       # consecutive visits (epochs) a sample must meet the rule, same k*, before it is relabelled `[ours]`
     # fully- vs weakly-supervised
-    aux_fraction: float = 1.0       # share of training samples keeping AU/VA labels `[ours]`
-    aux_seed: int = 0               # seed of that draw `[ours]`
+    aux_fraction: Prob = 1.0        # share of training samples keeping AU/VA labels `[ours]`
+    aux_seed: NonNegInt = 0         # seed of that draw `[ours]`
     # base = scn / rul
-    scn_margin2: float = 0.2        # SCN's own relabel margin on p_max - p_label `[lineage: SCN]`
-    rul_dim: int = 64               # RUL feature size `[lineage: RUL]`
-    rul_dropout: float = 0.4        # RUL head dropout `[lineage: RUL]`
-
-
-CHOICES = {"base": ("ce", "scn", "rul"), "confidence": CONFIDENCE_MODES, "wrm": ("rank", "none"),
-           "class_weights": CLASS_WEIGHTINGS, "au": ("graph", "linear", "none"), "va": VA_LOSSES,
-           "relabel": ("similarity", "none"), "relabel_group": ("low", "all"),
-           "confidence_input": ("feature", "feature+label")}
-
-
-def check_params(p: MTACParams) -> None:
-    """One-line ConfigErrors naming the `mtac.<key>` at fault."""
-    for key, options in CHOICES.items():
-        if getattr(p, key) not in options:
-            raise ConfigError(f"mtac.{key}: expected one of {list(options)}, got {getattr(p, key)!r}")
-    if not 0 < p.beta < 1:
-        raise ConfigError(f"mtac.beta must be in (0, 1), got {p.beta}")
-    if not 0 <= p.aux_fraction <= 1:
-        raise ConfigError(f"mtac.aux_fraction must be in [0, 1], got {p.aux_fraction}")
-    if p.relabel_start <= 0:
-        raise ConfigError(f"mtac.relabel_start must be > 0 (an epoch >= 1 or a fraction of the run), got {p.relabel_start}")
-    if p.relabel_votes < 1:
-        raise ConfigError(f"mtac.relabel_votes must be >= 1, got {p.relabel_votes}")
-    if not 0 <= p.template_momentum < 1:
-        raise ConfigError(f"mtac.template_momentum must be in [0, 1), got {p.template_momentum}")
+    scn_margin2: Prob = 0.2         # SCN's own relabel margin on p_max - p_label `[lineage: SCN]`
+    rul_dim: PosInt = 64            # RUL feature size `[lineage: RUL]`
+    rul_dropout: Prob = 0.4         # RUL head dropout `[lineage: RUL]`
 
 
 @register
@@ -124,7 +104,6 @@ class MTAC(Method):
     def __init__(self, cfg, train) -> None:
         super().__init__(cfg, train)
         p = self.params
-        check_params(p)
         facts, dim = self.facts, self.backbone.num_features
         if p.au != "none" and not facts.au_names:
             raise ConfigError(f"mtac.au={p.au} needs AU labels, and dataset {cfg.data.dataset!r} has none; "

@@ -16,9 +16,8 @@ from torch import Tensor
 
 from ..scn import high_group_mask, rank_regularization
 
-CLASS_WEIGHTINGS = ("none", "inverse", "sqrt")
 
-__all__ = ["CLASS_WEIGHTINGS", "class_weights", "high_group_mask", "rank_regularization"]
+__all__ = ["class_weights", "high_group_mask", "rank_regularization"]
 
 
 def class_weights(labels: Tensor, num_classes: int, mode: str = "inverse") -> Tensor:

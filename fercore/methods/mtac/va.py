@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-VA_LOSSES = ("ccc", "mse", "none")
 
 
 class VAHead(nn.Module):

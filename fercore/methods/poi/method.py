@@ -4,7 +4,7 @@
 objective emotion distribution from facial subregions through AU priors; the Target Recognition
 Network (TRN, `trn.py`) learns from the annotation and from that soft label, balanced per sample
 by the uncertainty module (`uncertainty.py`) `[abstract]`. Everything below the abstract's level
-is a documented, switchable choice (methods.md, POI table); the total loss is `[ours]`:
+is a documented, switchable choice (docs/poi.md); the total loss is `[ours]`:
 
     L = sum_k CE(s_k, y) + l_ml L_ml + mean_i[(1 - w_i) CE(p_i, y_i) + w_i T^2 KL(q_i || p_i)]
         + l_u ramp R(u) (+ l_au L_au)
@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...config import OptimConfig
+from ...config import Fraction, NonNeg, OptimConfig, PosInt, Positive, Prob, Range
 from ...data.landmarks import TEMPLATE, mean_template, template_landmarks
 from ...errors import ConfigError
 from ...models.backbone import init_linear
@@ -31,51 +32,58 @@ from ..base import Method, SampleRecord
 from .mutual import ensemble_mutual_loss, pairwise_mutual_loss
 from .pin import PIN
 from .prior import au_vocabulary, load_tables, prior_matrix
-from .regions import DEFAULT_REGIONS, check_regions
+from .regions import DEFAULT_REGIONS, REGIONS
 from .soft_label import objective_soft_label
 from .trn import transfer_loss
 from .uncertainty import UncertaintyHead, log_penalty, rank_penalty, ramp
 
 
+REGION_NAMES = tuple(REGIONS)
+PRIOR_TABLES = (*load_tables(), "learned")  # the tables of au_emotion_priors.yaml, or no prior knowledge
+
+
 @dataclass
 class POIParams:
-    """POI's parameters; every row of methods.md's POI table can be switched off or swapped."""
+    """POI's parameters; every row of POI's reconstruction table (docs/poi.md) can be switched off
+    or swapped. Choices and ranges are checked by the config layer."""
 
     # facial subregions [lineage: AMP-Net]: names from regions.REGIONS
-    regions: list[str] = field(default_factory=lambda: list(DEFAULT_REGIONS))
-    patch: float = 10 / 28          # landmark patch side as a fraction of the feature map
-    stride: int = 8                 # PIN stem output stride (the map the regions are cut from)
-    landmarks: str = "auto"         # auto: the batch's landmarks, else the template | template: always
+    regions: list[Literal[REGION_NAMES]] = field(default_factory=lambda: list(DEFAULT_REGIONS))
+    patch: Annotated[float, Range(0, 1, lo_open=True)] = 10 / 28  # landmark patch side as a fraction of the feature map
+    stride: PosInt = 8              # PIN stem output stride (the map the regions are cut from)
+    landmarks: Literal["auto", "template"] = "auto"  # auto: the batch's landmarks, else the template | template: always
     # PIN [ours]
     pin_backbone: str = ""          # timm name of PIN's stem; empty: model.backbone
-    branch_width: int = 256
+    branch_width: PosInt = 256
     # prior knowledge of AUs and emotions
-    prior: str = "emfacs"           # emfacs | du2014 | learned (no prior knowledge)
-    residual: str = "matrix"        # matrix | linear | none
-    prior_scale: float = 8.0        # initial logit scale of the prior layer
+    prior: Literal[PRIOR_TABLES] = "emfacs"  # emfacs | du2014 | learned (no prior knowledge)
+    residual: Literal["matrix", "linear", "none"] = "matrix"
+    prior_scale: Positive = 8.0     # initial logit scale of the prior layer
     # mutual learning among regions [lineage: DUML T=4]
-    mutual: str = "ensemble"        # ensemble | pairwise | none
-    ml_weight: float = 1.0
-    ml_temperature: float = 4.0
+    mutual: Literal["ensemble", "pairwise", "none"] = "ensemble"
+    ml_weight: NonNeg = 1.0
+    ml_temperature: Positive = 4.0
     # objective soft label and TRN transfer [ours]
-    q_temperature: float = 4.0
-    transfer: str = "dynamic"       # dynamic: w = u * ramp | fixed: w = w_fixed * ramp | none: w = 0
-    w_fixed: float = 0.5
-    ramp_start: float = 0.0         # fraction of the run before any transfer (PIN warm-up)
-    ramp_length: float = 1 / 6     # fraction of the run the sigmoid ramp-up takes
+    q_temperature: Positive = 4.0
+    transfer: Literal["dynamic", "fixed", "none"] = "dynamic"  # dynamic: w = u * ramp | fixed: w = w_fixed * ramp | none: w = 0
+    w_fixed: Prob = 0.5
+    ramp_start: Annotated[float, Range(0, 1, hi_open=True)] = 0.0  # fraction of the run before any transfer (PIN warm-up)
+    ramp_length: Positive = 1 / 6   # fraction of the run the sigmoid ramp-up takes
     # uncertainty regulariser [ours]
-    u_input: str = "feature"        # feature: u = MLP(f) (methods.md) | feature+label: MLP([f, one-hot y])
-    u_reg: str = "log"              # log | rank | none
-    u_weight: float = 0.5
-    u_beta: float = 0.3             # rank: fraction of the batch in the uncertain group
-    u_margin: float = 0.15          # rank: required gap between the groups
+    u_input: Literal["feature", "feature+label"] = "feature"  # feature: u = MLP(f) | feature+label: MLP([f, one-hot y])
+    u_reg: Literal["log", "rank", "none"] = "log"
+    u_weight: NonNeg = 0.5
+    u_beta: Fraction = 0.3          # rank: fraction of the batch in the uncertain group
+    u_margin: NonNeg = 0.15         # rank: required gap between the groups
     # optional AU supervision of PIN: masked BCE where AU labels exist [ours]
-    au_weight: float = 0.0
+    au_weight: NonNeg = 0.0
 
-
-def _choice(key: str, value: str, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise ConfigError(f"poi.{key}: expected one of {list(options)}, got {value!r}")
+    def problems(self, key: str) -> list[str]:
+        if not self.regions:
+            return [f"config key '{key}regions' must name at least one of {list(REGIONS)}"]
+        if len(set(self.regions)) != len(self.regions):
+            return [f"config key '{key}regions' names a region twice: {list(self.regions)}"]
+        return []
 
 
 @register
@@ -88,14 +96,7 @@ class POI(Method):
     def __init__(self, cfg, train) -> None:
         super().__init__(cfg, train)
         p = self.params
-        self.regions = check_regions(p.regions)
-        _choice("landmarks", p.landmarks, ("auto", "template"))
-        _choice("mutual", p.mutual, ("ensemble", "pairwise", "none"))
-        _choice("transfer", p.transfer, ("dynamic", "fixed", "none"))
-        _choice("u_reg", p.u_reg, ("log", "rank", "none"))
-        _choice("u_input", p.u_input, ("feature", "feature+label"))
-        if not 0 < p.patch <= 1:
-            raise ConfigError(f"poi.patch: a fraction of the feature map in (0, 1], got {p.patch}")
+        self.regions = tuple(p.regions)
         classes = tuple(self.facts.classes)
         self.aus = au_vocabulary(classes)
         prior = None if p.prior == "learned" else prior_matrix(p.prior, classes, self.aus)

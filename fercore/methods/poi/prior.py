@@ -74,8 +74,6 @@ class AUPrior(nn.Module):
     def __init__(self, prior: Tensor | None, num_classes: int, num_aus: int, feat_dim: int,
                  residual: str = "matrix", scale: float = 8.0) -> None:
         super().__init__()
-        if residual not in ("matrix", "linear", "none"):
-            raise ConfigError(f"poi.residual: expected matrix, linear or none, got {residual!r}")
         self.register_buffer("prior", torch.zeros(num_classes, num_aus) if prior is None else prior.clone())
         learned = prior is None
         self.delta = nn.Parameter(torch.randn(num_classes, num_aus) / num_aus ** 0.5 if learned

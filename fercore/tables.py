@@ -1,47 +1,12 @@
-"""Results: run directories -> pandas tables -> figures/ and tables (design.md, flow of data)."""
+"""Tables: run directories -> pandas tables -> Markdown, LaTeX and CSV (docs/architecture.md#the-flow-of-data)."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
 
-
-@dataclass
-class Run:
-    """A finished (or interrupted) run directory, read lazily."""
-
-    path: Path
-
-    def _json(self, name: str):
-        return json.loads((self.path / name).read_text())
-
-    @property
-    def config(self) -> dict:
-        return self._json("config.json")
-
-    @property
-    def summary(self) -> dict:
-        return self._json("summary.json")
-
-    @property
-    def env(self) -> dict:
-        return self._json("env.json")
-
-    def metrics(self) -> pd.DataFrame:
-        return pd.read_json(self.path / "metrics.jsonl", lines=True)
-
-    def diagnostics(self) -> dict[str, np.ndarray]:
-        with np.load(self.path / "diagnostics.npz") as z:
-            return {k: z[k] for k in z.files}
-
-    def relabels(self) -> pd.DataFrame:
-        return pd.DataFrame(self._json("relabels.json"), columns=["epoch", "index", "old", "new", "score"])
+from .rundir import RunDir
 
 
-def summarize(runs: list[Run], by: list[str]) -> pd.DataFrame:
+def summarize(runs: list[RunDir], by: list[str]) -> pd.DataFrame:
     """Mean and std over seeds of last- and best-epoch test accuracy, grouped by `by`
     (keys of config.json, dotted for sections, e.g. 'data.noise')."""
     rows = []

@@ -1,0 +1,48 @@
+"""Assembly: scanned, subsampled and decoded records -> the (train, test) FaceSets of a reader."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ...config import DataConfig
+from ...errors import DataError
+from ...files import sha256_file
+from ..faceset import FaceSet
+from .decode import decode_split
+from .toolkit import Problems, Scan, Split, subsample_index
+
+
+def to_faceset(scan: Scan, name: str, split: Split, cfg: DataConfig) -> FaceSet:
+    """Decode a split's records and build its FaceSet (landmarks rescaled to the output size)."""
+    images, sizes = decode_split(split, cfg.image_size, cache=cfg.cache, device=cfg.decode_device)
+    landmarks = None
+    if split.landmarks is not None:
+        scale = torch.tensor(cfg.image_size, dtype=torch.float) / sizes.float()      # (N, 2) x and y
+        lm = torch.as_tensor(split.landmarks, dtype=torch.float)
+        landmarks = (lm + 0.5) * scale[:, None, :] - 0.5   # pixel centres at integer coordinates
+    t = lambda v, dt=torch.float: None if v is None else torch.as_tensor(v, dtype=dt)  # noqa: E731
+    meta = {"dataset": scan.dataset, "split": name, "root": str(scan.root), "protocol": scan.protocol,
+            "coding": scan.coding, "label_files": {k: sha256_file(p) for k, p in scan.files.items() if p.is_file()},
+            **scan.meta}
+    if scan.au_names is not None:
+        meta["au_names"] = scan.au_names
+    return FaceSet(images=images, label=torch.tensor(split.label, dtype=torch.long), classes=scan.classes,
+                   ids=list(split.ids), soft_label=t(split.soft_label), au=t(split.au), au_mask=t(split.au_mask),
+                   va=t(split.va), va_mask=t(split.va_mask), landmarks=landmarks,
+                   extras={k: torch.as_tensor(v) for k, v in split.extras.items()}, meta=meta)
+
+
+def read(scan_fn: Callable[[DataConfig, Problems], Scan], cfg: DataConfig) -> tuple[FaceSet, FaceSet]:
+    """Scan strictly, subsample (`n_train`/`n_test`, seeds 0/1) before decoding, decode, build FaceSets."""
+    scan = scan_fn(cfg, Problems(strict=True))
+    out = []
+    for name, n, seed in (("train", cfg.n_train, 0), ("test", cfg.n_test, 1)):
+        split = scan.splits[name]
+        if not len(split):
+            raise DataError(f"{scan.root}: the {name} split is empty (layout of {scan.dataset!r})")
+        full = len(split)
+        fs = to_faceset(scan, name, split.subset(subsample_index(full, n, seed)), cfg)
+        fs.meta["n_rows"] = full
+        out.append(fs)
+    return out[0], out[1]
