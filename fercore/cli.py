@@ -95,7 +95,7 @@ def predict_table(run: str, files: list[Path], device: str = "cpu", batch_size: 
     facts = method.facts
     images = torch.stack([read_image(f, facts.image_size) for f in files])
     data = FaceSet(images=images, label=torch.zeros(len(files), dtype=torch.long), classes=tuple(facts.classes),
-                   ids=[str(f) for f in files])
+                   ids=[str(f) for f in files], meta={"unlabelled": True})
     est = infer(method, data, cfg, dev, batch_size=batch_size)
     prob = est.pop("prob")
     rows = {"expression": [facts.classes[i] for i in prob.argmax(1).tolist()]}

@@ -152,7 +152,10 @@ def infer(method: Method, data: FaceSet, cfg: RunConfig, device: torch.device | 
                     residency=cfg.data.residency)
     channels_last, dtype = use_channels_last(cfg.model.memory_format, device), amp_dtype(cfg.train.amp, device)
     parts: dict[str, list[torch.Tensor]] = {}
+    unlabelled = bool(data.meta.get("unlabelled"))  # images without annotation (fercore predict)
     for batch in loader:
+        if unlabelled:
+            batch.pop("label")
         with _autocast(device, dtype):
             out = method.predict(_to_memory_format(batch, channels_last))
         out["prob"] = out.pop("logits").float().softmax(1)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from fercore.data.augment import Augment
 from fercore.data.loader import Loader
-from fercore.methods import get_method
+from fercore.methods import METHODS, get_method
 from fercore.methods.base import DataFacts, TrainState
 from fercore.methods.eac import class_activation_maps, consistency, mirror
 from fercore.methods.rul import add_up_loss, feature_map_shape, uncertainty_mixup
@@ -184,9 +184,9 @@ def test_eac_second_view_follows_eacs_rule_and_the_loader_makes_it(tiny_config, 
             assert torch.equal(b["image2"].permute(1, 0, 2, 3)[:, both], mirrored.permute(1, 0, 2, 3)[:, both])
 
 
-# --- every baseline through the same interface ---
+# --- every registered method through the same interface ---
 
-@pytest.mark.parametrize("name", ["ce", "scn", "rul", "eac"])
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_methods_rebuild_from_data_facts(name, tiny_config, synth_small):
     train, _ = synth_small
     cfg = tiny_config(method=name)

@@ -12,6 +12,7 @@ import torch
 
 from fercore.config import build_config
 from fercore.engine import fit
+from fercore.methods import METHODS
 
 TINY = ["data.n_train=128", "data.n_test=64", "data.image_size=32", "model.backbone=resnet10t",
         "train.batch_size=32", "data.noise=sym:0.3", "train.num_threads=1"]
@@ -39,7 +40,8 @@ def _same_runs(a, b, scores: tuple[str, ...]) -> None:
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-SCORES = {"scn": ("importance",), "rul": ("uncertainty",), "eac": ("consistency",), "mtac": ("confidence",), "poi": ("u",)}
+# every registered method, with its declared per-sample score (the engine's own loss record for ce)
+SCORES = {name: (cls.noise_score[0] if cls.noise_score else "loss",) for name, cls in sorted(METHODS.items())}
 
 
 @pytest.mark.parametrize("method", list(SCORES))

@@ -1,6 +1,8 @@
-"""Label-noise protocols: flips of training labels only (methods.md, Protocols; datasets.md 2.3).
+"""Label-noise protocols: flips of training labels only (docs/protocols.md#1-the-datanoise-grammar).
 
-`data.noise` grammar:
+Every protocol is one `Protocol` in the `PROTOCOLS` registry: its grammar, a parser of the text
+after `<kind>:` into a `NoiseSpec`, and a function that draws the noisy labels. Adding a protocol
+is one `register(Protocol(...))` (docs/contributing.md#add-a-noise-protocol). `data.noise` grammar:
 * `none`;
 * `sym:<rate>`: each sample flips with probability `rate` (a Bernoulli draw per sample, as in EAC's
   files) to a class drawn uniformly from the other classes, so a flipped label never equals its
@@ -22,7 +24,8 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -49,29 +52,67 @@ class NoiseSpec(NamedTuple):
     sha256: str = ""              # eac: the required hash
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """One label-noise protocol: `kind` (the text before ':'), its `grammar` for messages and docs,
+    `parse(text, rest)` -> NoiseSpec (ValueError naming data.noise on bad text), `flip(train, spec,
+    seed, text)` -> (noisy labels, extra report entries), and optional whole-spec `aliases` (eac10)."""
+
+    kind: str
+    grammar: str
+    parse: Callable[[str, str], NoiseSpec]
+    flip: Callable[[FaceSet, NoiseSpec, int, str], tuple[Tensor, dict]]
+    aliases: tuple[str, ...] = ()
+    seeded: bool = False
+
+
+PROTOCOLS: dict[str, Protocol] = {}
+
+
+def register(protocol: Protocol) -> Protocol:
+    if protocol.kind in PROTOCOLS:
+        raise ValueError(f"noise protocol {protocol.kind!r} registered twice")
+    PROTOCOLS[protocol.kind] = protocol
+    return protocol
+
+
+def _grammar() -> str:
+    g = [p.grammar for p in PROTOCOLS.values()]
+    return ", ".join(g[:-1]) + " or " + g[-1]
+
+
 def parse_spec(spec: str) -> NoiseSpec:
     """Parse a `data.noise` string (module docstring); errors name the key and the spec."""
-    if spec == "none":
-        return NoiseSpec("none")
-    if spec in EAC_NOISE:
-        return NoiseSpec("file", path=EAC_NOISE[spec][0], sha256=EAC_NOISE[spec][1])
+    for p in PROTOCOLS.values():
+        if spec in p.aliases:
+            return p.parse(spec, spec)
     kind, _, rest = spec.partition(":")
-    if kind == "file" and rest:
-        return NoiseSpec("file", path=rest)
-    if kind not in ("sym", "asym") or not rest:
-        raise ValueError(f"data.noise: expected none, sym:<rate>, asym:<rate>[:a>b,...], eac10|eac20|eac30 or "
-                         f"file:<path>, got {spec!r}")
-    rate_text, _, pair_text = rest.partition(":")
+    p = PROTOCOLS.get(kind)
+    if p is None or (kind != "none" and not rest) or (kind == "none" and rest):
+        raise ValueError(f"data.noise: expected {_grammar()}, got {spec!r}")
+    return p.parse(spec, rest)
+
+
+def _rate(spec: str, text: str) -> float:
     try:
-        rate = float(rate_text)
+        rate = float(text)
     except ValueError:
         raise ValueError(f"data.noise: rate in {spec!r} is not a number") from None
     if not 0 <= rate <= 1:
         raise ValueError(f"data.noise: rate in {spec!r} must be in [0, 1]")
-    if kind == "sym":
-        if pair_text:
-            raise ValueError(f"data.noise: sym takes no class pairs, got {spec!r}")
-        return NoiseSpec("sym", rate)
+    return rate
+
+
+def _parse_sym(spec: str, rest: str) -> NoiseSpec:
+    rate_text, _, pair_text = rest.partition(":")
+    if pair_text:
+        raise ValueError(f"data.noise: sym takes no class pairs, got {spec!r}")
+    return NoiseSpec("sym", _rate(spec, rate_text))
+
+
+def _parse_asym(spec: str, rest: str) -> NoiseSpec:
+    rate_text, _, pair_text = rest.partition(":")
+    rate = _rate(spec, rate_text)
     pairs = ASYM_PAIRS.items()
     if pair_text:
         try:
@@ -81,6 +122,12 @@ def parse_spec(spec: str) -> NoiseSpec:
         if any(len(p) != 2 or p[0] == p[1] for p in pairs):
             raise ValueError(f"data.noise: pairs in {spec!r} must read <from>><to> with two different classes")
     return NoiseSpec("asym", rate, tuple(pairs))
+
+
+def _parse_file(spec: str, rest: str) -> NoiseSpec:
+    if spec in EAC_NOISE:
+        return NoiseSpec("file", path=EAC_NOISE[spec][0], sha256=EAC_NOISE[spec][1])
+    return NoiseSpec("file", path=rest)
 
 
 def symmetric(labels: Tensor, rate: float, num_classes: int, seed: int) -> Tensor:
@@ -125,7 +172,8 @@ def _code_table(fs: FaceSet) -> dict:
     """head index -> raw code of the dataset's label coding (head index itself where none applies)."""
     coding = CODINGS.get(fs.meta.get("coding", ""))
     table = coding.from_index(fs.classes) if coding is not None else {}
-    return table if len(table) == fs.num_classes else {k: k for k in range(fs.num_classes)}
+    numeric = all(isinstance(raw, int) for raw in table.values())  # `name code` files hold integer codes
+    return table if len(table) == fs.num_classes and numeric else {k: k for k in range(fs.num_classes)}
 
 
 def write_label_file(path: str | Path, names: list[str], labels: Tensor, fs: FaceSet) -> str:
@@ -165,35 +213,51 @@ def read_label_file(path: Path, fs: FaceSet, sha256: str = "") -> tuple[Tensor, 
     return torch.tensor([index[code[i][1]] for i in fs.ids], dtype=torch.long), digest
 
 
+def _flip_none(train: FaceSet, s: NoiseSpec, seed: int, text: str) -> tuple[Tensor, dict]:
+    return train.label.clone(), {}
+
+
+def _flip_sym(train: FaceSet, s: NoiseSpec, seed: int, text: str) -> tuple[Tensor, dict]:
+    return symmetric(train.label, s.rate, train.num_classes, seed), {}
+
+
+def _flip_asym(train: FaceSet, s: NoiseSpec, seed: int, text: str) -> tuple[Tensor, dict]:
+    return asymmetric(train.label, s.rate, asym_targets(s.pairs, train.classes), seed), {}
+
+
+def _flip_file(train: FaceSet, s: NoiseSpec, seed: int, text: str) -> tuple[Tensor, dict]:
+    path = Path(s.path)
+    if s.sha256:
+        if train.meta.get("dataset") != "rafdb":
+            raise DataError(f"data.noise: {text} is EAC's RAF-DB file; dataset is {train.meta.get('dataset')!r}")
+        path = Path(train.meta["root"]) / s.path
+    elif not path.is_absolute() and not path.exists() and "root" in train.meta:
+        path = Path(train.meta["root"]) / s.path
+    labels, digest = read_label_file(path, train, s.sha256)
+    return labels, {"file": str(path), "sha256": digest}
+
+
+register(Protocol("none", "none", lambda spec, rest: NoiseSpec("none"), _flip_none))
+register(Protocol("sym", "sym:<rate>", _parse_sym, _flip_sym, seeded=True))
+register(Protocol("asym", "asym:<rate>[:a>b,...]", _parse_asym, _flip_asym, seeded=True))
+register(Protocol("file", "eac10|eac20|eac30 or file:<path>", _parse_file, _flip_file, aliases=tuple(EAC_NOISE)))
+
+
 def inject(train: FaceSet, spec: str, seed: int) -> FaceSet:
     """Return `train` with noisy labels; `clean_label` keeps the labels before injection,
     `extras['flipped']` marks flips and `meta['noise']` reports the realised rate and the
     injected confusion matrix. Test sets are never passed here."""
     try:
         s = parse_spec(spec)
-        target = asym_targets(s.pairs, train.classes) if s.kind == "asym" else None
+        protocol = PROTOCOLS[s.kind]
+        before = train.label
+        after, info = protocol.flip(train, s, seed, spec)
     except ValueError as e:
+        if isinstance(e, DataError):
+            raise
         raise DataError(str(e)) from None
-    before = train.label
-    file_info = {}
-    if s.kind == "none":
-        after = before.clone()
-    elif s.kind == "sym":
-        after = symmetric(before, s.rate, train.num_classes, seed)
-    elif s.kind == "asym":
-        after = asymmetric(before, s.rate, target, seed)
-    else:
-        path = Path(s.path)
-        if s.sha256:
-            if train.meta.get("dataset") != "rafdb":
-                raise DataError(f"data.noise: {spec} is EAC's RAF-DB file; dataset is {train.meta.get('dataset')!r}")
-            path = Path(train.meta["root"]) / s.path
-        elif not path.is_absolute() and not path.exists() and "root" in train.meta:
-            path = Path(train.meta["root"]) / s.path
-        after, digest = read_label_file(path, train, s.sha256)
-        file_info = {"file": str(path), "sha256": digest}
-    report = {"spec": spec, "kind": s.kind, "seed": seed if s.kind in ("sym", "asym") else None,
-              "rate_asked": s.rate if s.kind in ("sym", "asym") else None, **file_info}
+    report = {"spec": spec, "kind": s.kind, "seed": seed if protocol.seeded else None,
+              "rate_asked": s.rate if protocol.seeded else None, **info}
     return train.replace(label=after, clean_label=before.clone(), extras={**train.extras, "flipped": after != before},
                          meta={**train.meta, "noise": {**report, **noise_report(before, after, train.num_classes)}})
 

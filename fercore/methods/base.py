@@ -113,6 +113,9 @@ class Method(nn.Module):
 
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
+    # the method's own per-sample score of a training label's trustworthiness, as saved in
+    # diagnostics.npz (`<name>@<epoch>`), and whether a higher value means "clean"; None: no score
+    noise_score: ClassVar[tuple[str, bool] | None] = None
 
     def __init__(self, cfg: RunConfig, train: FaceSet | DataFacts) -> None:
         super().__init__()

@@ -58,6 +58,7 @@ class EAC(Method):
 
     name = "eac"
     Params = EACParams
+    noise_score = ("consistency", False)
 
     def __init__(self, cfg, train) -> None:
         super().__init__(cfg, train)

@@ -68,6 +68,7 @@ class RUL(Method):
 
     name = "rul"
     Params = RULParams
+    noise_score = ("uncertainty", False)
 
     def __init__(self, cfg, train) -> None:
         super().__init__(cfg, train)

@@ -65,6 +65,7 @@ class SCN(Method):
 
     name = "scn"
     Params = SCNParams
+    noise_score = ("importance", True)
 
     def __init__(self, cfg, train) -> None:
         super().__init__(cfg, train)

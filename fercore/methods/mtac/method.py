@@ -40,11 +40,10 @@ from ...models.backbone import init_linear
 from .. import register
 from ..base import Method, SampleRecord, TrainState
 from ..rul import add_up_loss, feature_map_shape, rul_head, uncertainty_mixup
-from ..scn import relabel_rule
 from .au_graph import AUGraphHead, AULinearHead, adjacency, conditional_cooccurrence, masked_bce
 from .confidence import ConfidenceBlock, confidence_weighted_mean
 from .regularization import class_weights, high_group_mask, rank_regularization
-from .relabel import ClassTemplates, first_relabel_epoch, relabel_decision, similarity_margin
+from .relabel import ClassTemplates, first_relabel_epoch, relabel_step, similarity_margin
 from .va import VAHead, va_loss
 
 
@@ -100,6 +99,7 @@ class MTAC(Method):
 
     name = "mtac"
     Params = MTACParams
+    noise_score = ("confidence", True)
 
     def __init__(self, cfg, train) -> None:
         super().__init__(cfg, train)
@@ -250,32 +250,20 @@ class MTAC(Method):
             self.rec_va.write(idx, out["va"], epoch)
         high = high_group_mask(c, p.beta) if c is not None else torch.ones_like(y, dtype=torch.bool)
         f = out["feature"].detach()
+        cos = None
         if self.templates is not None:
             self.templates.update(f, y, high)
             cos = self.templates.similarity(f)
             best, gap = similarity_margin(cos, y)
             self.rec_margin.write(idx, gap, epoch)
             self.rec_similar.write(idx, best, epoch)
-        if epoch + 1 < first_relabel_epoch(p.relabel_start, state.epochs):
-            return
-        logits = out.get("plain_logits", out["logits"]).detach().float()
-        mask = torch.zeros_like(y, dtype=torch.bool)
-        new, score = y, torch.zeros(len(y), device=y.device)
-        if self.templates is not None:
-            # without a confidence block there is no low-confidence group: every sample is a candidate
-            candidate = ~high if p.relabel_group == "low" and c is not None else torch.ones_like(high)
-            mask, new, score = relabel_decision(cos, logits, y, candidate, p.margin2)
-            if p.relabel_votes > 1:
-                streak = torch.where(mask, torch.where(self.relabel_target[idx] == new, self.relabel_streak[idx] + 1, 1), 0)
-                self.relabel_streak[idx] = streak
-                self.relabel_target[idx] = torch.where(mask, new, -1)
-                mask = mask & (streak >= p.relabel_votes)
-        if p.base == "scn":
-            flagged, pred, scn_score = relabel_rule(logits.softmax(1), y, p.scn_margin2)
-            new = torch.where(flagged, pred, new)
-            score = score if self.templates is not None else scn_score
-            mask = mask | flagged
-        state.relabel(idx[mask], new[mask], score[mask])
+        decision = relabel_step(p, epoch=epoch, epochs=state.epochs, cos=cos,
+                                logits=out.get("plain_logits", out["logits"]).detach().float(), label=y,
+                                low=~high if c is not None else None, index=idx, streak=self.relabel_streak,
+                                target=self.relabel_target)
+        if decision is not None:
+            mask, new, score = decision
+            state.relabel(idx[mask], new[mask], score[mask])
 
     def diagnostics(self) -> dict[str, Tensor]:
         """confidence (N,), similarity_margin and similar_class (N,: the most similar template's class

@@ -12,7 +12,12 @@ low-confidence sample with label y is relabelled to k* = argmax_k cos(f, t_k) wh
 
     cos(f, t_k*) - cos(f, t_y) > m2 (0.2)   and   argmax of the classifier == k*,
 
-never before the start epoch. New labels are written into the engine's per-sample label table
+never before the start epoch (`first_relabel_epoch`). Candidates are the batch's low-confidence
+group (`relabel_group=low`; every sample without a confidence block); `relabel_votes` > 1 asks for
+that many consecutive visits pointing to the same k*. With `base=scn`, SCN's own rule
+(p_max - p_label > scn_margin2, every sample, as SCN's code) also relabels; where both fire, the
+similarity rule's k* is kept `[ours]`. The whole rule is `relabel_step`; MTAC calls it after each
+optimiser step. New labels are written into the engine's per-sample label table
 (`TrainState.relabel`, checkpointed every epoch) with the similarity margin as the event's score;
 the templates are buffers, so they are checkpointed with the model.
 """
@@ -95,3 +100,35 @@ def relabel_decision(cos: Tensor, logits: Tensor, label: Tensor, candidate: Tens
     best, gap = similarity_margin(cos, label)
     mask = candidate & (gap > margin) & (logits.argmax(1) == best) & (best != label)
     return mask, best, gap
+
+
+def relabel_step(p, *, epoch: int, epochs: int, cos: Tensor | None, logits: Tensor, label: Tensor,
+                 low: Tensor | None, index: Tensor, streak: Tensor, target: Tensor
+                 ) -> tuple[Tensor, Tensor, Tensor] | None:
+    """MTAC's relabel decision for one batch (module docstring), or None before the start epoch.
+
+    `p`: MTAC's parameters; `cos`: similarities to the class templates (None: relabel=none);
+    `logits`: the classifier's (un-mixed) logits; `low`: the batch's low-confidence group (None:
+    no confidence block); `streak`/`target`: the per-sample vote buffers (updated in place).
+    Returns (mask, new label, score) over the batch."""
+    from ..scn import relabel_rule
+
+    if epoch + 1 < first_relabel_epoch(p.relabel_start, epochs):
+        return None
+    mask = torch.zeros_like(label, dtype=torch.bool)
+    new, score = label.clone(), torch.zeros(len(label), device=label.device)
+    if cos is not None:
+        candidate = low if p.relabel_group == "low" and low is not None else torch.ones_like(mask)
+        mask, new, score = relabel_decision(cos, logits, label, candidate, p.margin2)
+        if p.relabel_votes > 1:
+            run = torch.where(mask, torch.where(target[index] == new, streak[index] + 1, 1), 0)
+            streak[index] = run
+            target[index] = torch.where(mask, new, -1)
+            mask = mask & (run >= p.relabel_votes)
+    if p.base == "scn":
+        flagged, pred, scn_score = relabel_rule(logits.softmax(1), label, p.scn_margin2)
+        only_scn = flagged & ~mask
+        new = torch.where(only_scn, pred, new)
+        score = torch.where(only_scn, scn_score, score)
+        mask = mask | flagged
+    return mask, new, score

@@ -92,6 +92,7 @@ class POI(Method):
 
     name = "poi"
     Params = POIParams
+    noise_score = ("u", False)
 
     def __init__(self, cfg, train) -> None:
         super().__init__(cfg, train)
@@ -143,13 +144,19 @@ class POI(Method):
         logits = self.fc(f)
         out.update(logits=logits, feature=f)
         if self.uncertainty is not None:
+            # the annotation where the batch has one (training, and scoring labelled samples); for
+            # unlabelled images (fercore predict) TRN's prediction stands in for it
             out["u"] = self.uncertainty(f, batch["label"] if "label" in batch else logits.detach().argmax(1))
         return out
 
     @torch.no_grad()
     def predict(self, batch: dict) -> dict[str, Tensor]:
+        """TRN's logits; PIN's ensemble distribution at T = 1 ('pin_prob', PIN's own prediction) and
+        the objective soft label exactly as TRN gets it in training ('q', at `q_temperature`)."""
         out = self(batch)
-        pred = {"logits": out["logits"], "pin_prob": objective_soft_label(out["region_logits"].float()),
+        region_logits = out["region_logits"].float()
+        pred = {"logits": out["logits"], "pin_prob": objective_soft_label(region_logits),
+                "q": objective_soft_label(region_logits, self.params.q_temperature),
                 "region_prob": out["region_logits"].float().softmax(-1), "au_prob": self.pin.au_prob(out["au_logits"])}
         if "u" in out:
             pred["u"] = out["u"]

@@ -36,12 +36,12 @@ def ramp(epoch: int, epochs: int, start: float = 0.0, length: float = 1 / 6) -> 
 
 
 class UncertaintyHead(nn.Module):
-    """u = sigmoid(Linear-ReLU-Linear(f)), one uncertainty per sample in (0, 1) (methods.md).
+    """u = sigmoid(Linear-ReLU-Linear(f)), one uncertainty per sample in (0, 1) (docs/poi.md).
 
     With `num_classes` > 0 the MLP also sees the annotation as a one-hot vector, `[f, e_y]`
     `[ours]`: whether an annotation is doubtful depends on the annotation, which `f` alone can
-    only learn by memorising each sample. Without a label (a raw photo) the predicted class
-    stands in for it.
+    only learn by memorising each sample. For unlabelled images (`fercore predict`, whose batches
+    carry no label) the predicted class stands in for it.
     """
 
     def __init__(self, in_dim: int, hidden: int = 128, num_classes: int = 0) -> None:
