@@ -80,6 +80,7 @@ done
 
 if [ "$mode" = test ]; then
   start=$SECONDS
+  "$py" -m ruff check fercore tests benchmarks
   rm -rf runs/smoke  # notebooks reuse identical finished runs; tests must train from scratch
   "$py" -m pytest tests "${notebooks[@]}" --nbval-lax --nbval-current-env \
     --nbval-sanitize-with .ci/sanitize.cfg --nbval-cell-timeout 900 -q

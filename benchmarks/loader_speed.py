@@ -9,7 +9,8 @@ rotation, colour jitter, grayscale, normalisation, RandomErasing. fercore's Load
 from disk with Pillow and applies torchvision v2 transforms per sample in `--workers` processes.
 Prints batches/s of each (warm-up epoch excluded) and their ratio. On a CPU shared with other
 jobs, compare with `--threads 1` too: OpenMP threads stall when another process takes a core
-(notebooks-ci.md 6), which hits the Loader's batched ops and not the DataLoader's worker processes.
+(docs/notebooks.md#10-pitfalls-and-how-fercore-avoids-them), which hits the Loader's batched ops and not the
+DataLoader's worker processes.
 """
 import argparse
 import os
@@ -25,8 +26,8 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
 from fercore.config import AugmentConfig, build_config  # noqa: E402
-from fercore.data.datasets import load_dataset  # noqa: E402
 from fercore.data.augment import Augment  # noqa: E402
+from fercore.data.datasets import load_dataset  # noqa: E402
 from fercore.data.loader import NORMALIZE, Loader  # noqa: E402
 from fercore.data.synthfer import SynthFERConfig, load_synthfer  # noqa: E402
 from fercore.data.synthfer.export import export_rafdb  # noqa: E402
@@ -87,12 +88,14 @@ def main() -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")
+          f"{torch.get_num_threads()} threads, "
+          f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")
     with tempfile.TemporaryDirectory() as tmp:
         train, test = load_synthfer(SynthFERConfig(), args.n, 8, 100, cache=False)
         export_rafdb(train, test, tmp)
         os.environ["FERCORE_CACHE"] = str(Path(tmp) / "cache")
-        cfg = build_config("quick", overrides=["data.dataset=rafdb", f"data.data_root={tmp}", f"data.image_size={args.size}",
+        cfg = build_config("quick", overrides=["data.dataset=rafdb", f"data.data_root={tmp}",
+                                               f"data.image_size={args.size}",
                                                "data.n_train=0", "data.n_test=0", "data.cache=false"])
         t0 = time.perf_counter()
         data, _ = load_dataset(cfg.data)

@@ -24,8 +24,7 @@ from fercore.config import build_config  # noqa: E402
 from fercore.data.augment import Augment  # noqa: E402
 from fercore.data.loader import Loader  # noqa: E402
 from fercore.data.synthfer import SynthFERConfig, load_synthfer  # noqa: E402
-from fercore.engine import (amp_dtype, build_optimizer, prepare_method, resolve_device, train_step,  # noqa: E402
-                            use_channels_last)
+from fercore.engine import amp_dtype, build_optimizer, prepare_method, resolve_device, train_step, use_channels_last  # noqa: E402
 from fercore.methods import METHODS, get_method  # noqa: E402
 from fercore.methods.base import TrainState  # noqa: E402
 
@@ -51,7 +50,8 @@ class Bench:
         self.state = TrainState(epoch=0, epochs=1, labels=data.label.to(device).clone())
         self.loader = Loader(data, args.batch, device, labels=self.state.labels, augment=Augment(cfg.data.augment),
                              shuffle=True, drop_last=True, normalize=cfg.data.normalize, **self.method.loader_options())
-        self.dtype, self.channels_last = amp_dtype(cfg.train.amp, device), use_channels_last(cfg.model.memory_format, device)
+        self.dtype, self.channels_last = (amp_dtype(cfg.train.amp, device),
+                                          use_channels_last(cfg.model.memory_format, device))
         self.device, self.batches, self.times = device, iter(()), []
 
     def _batch(self) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -130,7 +131,8 @@ def _data_export(args) -> None:
     train, test = load_dataset(cfg.data)
     writer = {"rafdb": export_rafdb, "folder": export_folder}[args.layout]
     root = writer(train, test, args.out)
-    print(f"wrote {len(train)} train and {len(test)} test images of {cfg.data.dataset} in the {args.layout} layout to {root}")
+    print(f"wrote {len(train)} train and {len(test)} test images of {cfg.data.dataset} "
+          f"in the {args.layout} layout to {root}")
 
 
 def _data_check(args) -> int:
@@ -143,6 +145,20 @@ def _data_check(args) -> int:
     report = check(cfg.data, decode=args.decode)
     print(report.text())
     return 0 if report.ok else 1
+
+
+def _sweep(args) -> int:
+    """Run a grid file; exit 1 if any cell failed (each is listed with its error)."""
+    from .sweep import Grid, run
+
+    grid = Grid.from_yaml(args.grid)
+    if args.profile:
+        grid.profile = args.profile
+    result = run(grid, workers=args.workers, backend=args.backend, out_dir=args.out_dir,
+                 progress=not args.no_progress)
+    print(result.summary())
+    print(f"sweep summary: {result.path}")
+    return 1 if result.failed else 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -180,6 +196,15 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="also write the table to this .csv or .json file")
     pr.set_defaults(func=_predict)
 
+    sw = sub.add_parser("sweep", help="run a grid of methods x noise x seeds x variants (a YAML grid file)")
+    sw.add_argument("grid", help="grid YAML file (see fercore/sweep.py)")
+    sw.add_argument("--profile", help="override the grid's profile")
+    sw.add_argument("--workers", type=int, default=1, help="local processes (one thread each on CPU)")
+    sw.add_argument("--backend", default="local", help="local | submitit (Slurm, or submitit's local executor)")
+    sw.add_argument("--out-dir", help="where the runs go (default: the grid's base out_dir)")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar (one line per cell)")
+    sw.set_defaults(func=_sweep)
+
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
     e = dsub.add_parser("export", help="write the configured dataset (e.g. SynthFER) in a real layout")
@@ -196,10 +221,29 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """argparse, plus `key=value` overrides anywhere on the line (`train a=1 --profile smoke b=2`)."""
+    p = parser()
+    args, rest = p.parse_known_args(argv)
+    extra = [t for t in rest if OVERRIDE.match(t)]
+    unknown = [t for t in rest if not OVERRIDE.match(t)]
+    if unknown:
+        p.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        if not hasattr(args, "overrides"):
+            p.error(f"{args.command} takes no key=value overrides: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return args.func(args) or 0  # a command may return a non-zero exit code (data check)
     except (ConfigError, DataError, NonFiniteLossError, FileExistsError) as e:
-        print(f"fercore: error: {e}", file=sys.stderr)
+        for line in str(e).splitlines() or [type(e).__name__]:
+            print(f"fercore: error: {line}", file=sys.stderr)
         return 2

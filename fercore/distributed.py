@@ -1,4 +1,4 @@
-"""One run over several processes: `torchrun --nproc_per_node N -m fercore train ...` (design.md, Compute).
+"""One run over several processes: `torchrun --nproc_per_node N -m fercore train ...` (docs/architecture.md#compute).
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; `setup` joins the process group (NCCL on CUDA,
 gloo on CPU) and `fit` wraps the method in DistributedDataParallel. Every rank keeps the whole

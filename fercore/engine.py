@@ -27,9 +27,9 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .config import Amp, MemoryFormat, OptimConfig, RunConfig, check_choice, from_run_config
+from .data.augment import Augment
 from .data.datasets import load_dataset
 from .data.faceset import FaceSet
-from .data.augment import Augment
 from .data.loader import Loader
 from .distributed import Dist
 from .errors import ConfigError, NonFiniteLossError, RunError

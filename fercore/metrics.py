@@ -7,8 +7,14 @@ import re
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (balanced_accuracy_score, confusion_matrix, f1_score, precision_score, recall_score,
-                             roc_auc_score)
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict:
@@ -115,3 +121,42 @@ def relabel_progress(diag: dict[str, np.ndarray], reference: str = "clean_label"
         q = relabel_quality(diag["label_given"], diag[f"label@{e}"], diag[reference])
         rows.append({"epoch": e, **q, "labels_right": float((diag[f"label@{e}"] == diag[reference]).mean())})
     return pd.DataFrame(rows)
+
+
+def calibration(prob: np.ndarray, y: np.ndarray, bins: int = 15) -> dict:
+    """Expected calibration error of the top-class confidence over `bins` equal-width bins, and the
+    reliability-diagram data per bin (mean confidence, accuracy, count)."""
+    prob, y = np.asarray(prob, dtype=np.float64), np.asarray(y)
+    conf, pred = prob.max(1), prob.argmax(1)
+    hit = (pred == y).astype(np.float64)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        sel = which == b
+        n = int(sel.sum())
+        if n:
+            c, a = float(conf[sel].mean()), float(hit[sel].mean())
+            ece += n / len(y) * abs(c - a)
+        else:
+            c = a = float("nan")
+        rows.append({"bin_low": edges[b], "bin_high": edges[b + 1], "confidence": c, "accuracy": a, "count": n})
+    return {"ece": float(ece), "bins": pd.DataFrame(rows)}
+
+
+def vote_kl(votes: np.ndarray, prob: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Per-sample KL(v || p) = sum_k v_k log(v_k / p_k) with 0 log 0 = 0; `votes` rows sum to 1
+    (how far a predicted distribution is from the annotators' votes)."""
+    v, p = np.asarray(votes, dtype=np.float64), np.asarray(prob, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(v > 0, v * (np.log(np.maximum(v, eps)) - np.log(np.maximum(p, eps))), 0.0)
+    return terms.sum(1)
+
+
+def flip_auroc(score: np.ndarray, flipped: np.ndarray) -> float:
+    """AUROC of `score` for wrong (positive) vs right labels, over samples with a finite score."""
+    score, flipped = np.asarray(score, dtype=np.float64), np.asarray(flipped, dtype=bool)
+    keep = np.isfinite(score)
+    if flipped[keep].all() or not flipped[keep].any():
+        raise ValueError("flip_auroc needs both wrong and right labels among the samples with a finite score")
+    return float(roc_auc_score(flipped[keep], score[keep]))

@@ -7,7 +7,7 @@ and the sweep runner read it through the same class, so every file name lives he
 |---|---|---|
 | `.fercore-run` | marker: this folder was made by fercore (`--overwrite` refuses folders without it) | at start |
 | `config.json` | the resolved config | at start |
-| `env.json` | versions, platform, device, git commit, code hash, data fingerprints, realised noise, weights | at start |
+| `env.json` | versions, platform, device, git commit, code hash, data fingerprints, noise, weights | at start |
 | `metrics.jsonl` | one line per finished epoch | every epoch |
 | `diagnostics.npz` | per-training-sample records by epoch (ids, labels, losses, method scores) | every epoch |
 | `checkpoint.pt` | model, optimiser, scheduler, live labels, RNG, history (loaded with weights_only) | every epoch |
@@ -69,13 +69,17 @@ def code_hash() -> str:
 
 def environment(device: torch.device) -> dict:
     """Versions, platform and device of this process."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import timm
     import torchvision
 
-    import fercore
-
+    try:
+        fercore_version = version("fercore")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        fercore_version = "unknown"
     env = {
-        "fercore": fercore.__version__, "python": platform.python_version(), "torch": torch.__version__,
+        "fercore": fercore_version, "python": platform.python_version(), "torch": torch.__version__,
         "torchvision": torchvision.__version__, "timm": timm.__version__, "numpy": np.__version__,
         "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "device": str(device), "git": git_commit(), "code_hash": code_hash(),

@@ -1,32 +1,151 @@
-"""Tables: run directories -> pandas tables -> Markdown, LaTeX and CSV (docs/architecture.md#the-flow-of-data)."""
+"""Tables: run directories -> pandas tables -> Markdown, LaTeX and CSV (docs/architecture.md#the-flow-of-data).
+
+`run_table(runs)` reads one row per finished run (unfinished ones are listed, never silently
+mixed in): method, noise, seed, variant, last- and best-epoch test accuracy (last is the headline),
+mean per-class accuracy, the AUROC of the method's own per-sample score and of the small-loss
+reference for finding the wrong training labels, and relabel precision and recall. `paper_table`
+shapes it like the papers' tables (rows = methods, columns = noise settings, "mean ± std" over
+seeds); `write_table` writes Markdown, LaTeX (booktabs) and CSV side by side. Published numbers, where
+a table shows any (`published_rows`), sit in their own labelled rows with their source.
+"""
 from __future__ import annotations
 
-import pandas as pd
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import yaml
+
+from .files import write_atomic
+from .metrics import noise_separation, relabel_quality
 from .rundir import RunDir
 
+PUBLISHED = Path(__file__).with_name("published.yaml")
 
-def summarize(runs: list[RunDir], by: list[str]) -> pd.DataFrame:
-    """Mean and std over seeds of last- and best-epoch test accuracy, grouped by `by`
-    (keys of config.json, dotted for sections, e.g. 'data.noise')."""
-    rows = []
-    for r in runs:
-        cfg, s = r.config, r.summary
-        row = {}
-        for key in by:
-            node = cfg
-            for part in key.split("."):
-                node = node[part]
-            row[key] = node
-        row.update(seed=cfg["seed"], last_acc=s["last"]["test_acc"], best_acc=s["best"]["test_acc"],
-                   last_mean_class_acc=s["last"]["test_mean_class_acc"])
-        rows.append(row)
+
+def _get(cfg: dict, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def run_row(rd: RunDir, variant: str = "", noise_score: tuple[str, bool] | None = None) -> dict:
+    """One finished run as a flat dict (see the module docstring)."""
+    cfg, s = rd.config, rd.summary
+    last, best = s["last"], s["best"]
+    row = {"method": cfg["method"], "noise": cfg["data"]["noise"], "seed": cfg["seed"], "variant": variant or "default",
+           "dataset": cfg["data"]["dataset"], "recipe": cfg.get("recipe") or "-", "epochs": s["epochs"],
+           "last_acc": last.get("test_acc"),
+           "best_acc": best.get("test_acc"), "best_epoch": best.get("epoch"),
+           "last_mean_class_acc": last.get("test_mean_class_acc"), "last_acc_true": last.get("test_acc_true"),
+           "run_dir": str(rd.path)}
+    d = rd.diagnostics()
+    reference = "clean_label" if "clean_label" in d else None
+    if reference is not None and (d["label_given"] != d[reference]).any():
+        e = s["epochs"]
+        if noise_score is not None and f"{noise_score[0]}@{e}" in d:
+            sep = noise_separation(d, noise_score[0], noise_score[1])
+            row["score_auroc"] = float(sep["auroc"].iloc[-1])
+        if f"loss@{e}" in d:
+            row["small_loss_auroc"] = float(noise_separation(d, "loss", False)["auroc"].iloc[-1])
+        q = relabel_quality(d["label_given"], d[f"label@{e}"], d[reference])
+        row.update(n_relabelled=q["n_relabelled"], relabel_precision=q["precision"], relabel_recall=q["recall"],
+                   labels_right_at_end=float((d[f"label@{e}"] == d[reference]).mean()))
+    elif reference is not None:  # clean labels: relabeling can only harm
+        e = s["epochs"]
+        row.update(n_relabelled=int((d[f"label@{e}"] != d["label_given"]).sum()))
+    return row
+
+
+def run_table(runs, variants: list[str] | None = None) -> pd.DataFrame:
+    """One row per finished run of `runs` (RunDirs, paths, or (cell, RunDir) pairs from a sweep).
+    Runs that did not finish are left out and listed in `df.attrs['unfinished']`."""
+    from .methods import METHODS  # the methods' declared noise scores (a lazy import: layers)
+
+    rows, unfinished = [], []
+    for i, item in enumerate(runs):
+        variant = ""
+        if isinstance(item, tuple):
+            cell, item = item
+            variant = cell.variant
+        rd = item if isinstance(item, RunDir) else RunDir(item)
+        if variants is not None:
+            variant = variants[i]
+        if not rd.finished:
+            unfinished.append(f"{rd.path} ({rd.status()})")
+            continue
+        method = rd.config["method"]
+        cls = METHODS.get(method)
+        rows.append(run_row(rd, variant, cls.noise_score if cls is not None else None))
     df = pd.DataFrame(rows)
-    agg = df.groupby(by).agg(n_seeds=("seed", "count"), last_acc_mean=("last_acc", "mean"),
-                             last_acc_std=("last_acc", "std"), best_acc_mean=("best_acc", "mean"),
-                             best_acc_std=("best_acc", "std"),
-                             last_mean_class_acc=("last_mean_class_acc", "mean"))
-    return agg.reset_index()
+    df.attrs["unfinished"] = unfinished
+    return df
+
+
+def aggregate(df: pd.DataFrame, by: list[str], values: list[str]) -> pd.DataFrame:
+    """Mean, std and count over seeds of `values`, grouped by `by` (order of first appearance)."""
+    g = df.groupby(by, sort=False)
+    out = g[values].agg(["mean", "std"])
+    out.columns = [f"{v}_{stat}" for v, stat in out.columns]
+    out.insert(0, "n_seeds", g.size())
+    return out.reset_index()
+
+
+def mean_std(mean: float, std: float, digits: int = 3, n: int | None = None) -> str:
+    if mean is None or (isinstance(mean, float) and np.isnan(mean)):
+        return "-"
+    if std is None or np.isnan(std) or n == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def paper_table(df: pd.DataFrame, value: str = "last_acc", rows: str = "method", columns: str = "noise",
+                digits: int = 3, row_order: list[str] | None = None, column_order: list[str] | None = None
+                ) -> pd.DataFrame:
+    """The papers' shape: one row per `rows` value, one column per `columns` value, cells
+    "mean ± std" of `value` over seeds (a plain number for one seed)."""
+    agg = aggregate(df, [rows, columns], [value])
+    cell = {(r[rows], r[columns]): mean_std(r[f"{value}_mean"], r[f"{value}_std"], digits, r["n_seeds"])
+            for _, r in agg.iterrows()}
+    row_keys = row_order or list(dict.fromkeys(agg[rows]))
+    col_keys = column_order or list(dict.fromkeys(agg[columns]))
+    table = pd.DataFrame([[cell.get((r, c), "-") for c in col_keys] for r in row_keys], index=row_keys,
+                         columns=col_keys)
+    table.index.name = rows
+    return table.reset_index()
+
+
+def versus(df: pd.DataFrame, baseline: str = "ce", value: str = "last_acc", by: str = "noise",
+           group: str = "method") -> pd.DataFrame:
+    """For every method and noise setting: mean difference to `baseline` and whether it exceeds the
+    seed spread (|difference| > std of the method + std of the baseline: a conservative reading)."""
+    agg = aggregate(df, [group, by], [value])
+    base = agg[agg[group] == baseline].set_index(by)
+    rows = []
+    for _, r in agg[agg[group] != baseline].iterrows():
+        if r[by] not in base.index:
+            continue
+        b = base.loc[r[by]]
+        diff = r[f"{value}_mean"] - b[f"{value}_mean"]
+        spread = np.nan_to_num(r[f"{value}_std"]) + np.nan_to_num(b[f"{value}_std"])
+        verdict = "beats" if diff > spread else ("loses" if -diff > spread else "within spread")
+        rows.append({group: r[group], by: r[by], "difference": diff, "spread": spread, "verdict": verdict,
+                     "n_seeds": int(r["n_seeds"])})
+    return pd.DataFrame(rows)
+
+
+def published_rows(dataset: str, columns: list[str]) -> pd.DataFrame:
+    """Published numbers (fercore/published.yaml) for `dataset` and the noise `columns` this table has,
+    each row labelled 'published: <method> (<source>)'; empty when none apply (e.g. SynthFER)."""
+    table = yaml.safe_load(PUBLISHED.read_text())
+    rows = []
+    for entry in table.get(dataset, []):
+        values = {c: entry["results"].get(c) for c in columns}
+        if any(v is not None for v in values.values()):
+            rows.append({"method": f"published: {entry['method']} ({entry['source']})",
+                         **{c: "-" if v is None else f"{v:.2f}" for c, v in values.items()}})
+    return pd.DataFrame(rows)
 
 
 def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
@@ -37,3 +156,49 @@ def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
     lines = ["| " + " | ".join(r) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("---" for _ in df.columns) + "|")
     return "\n".join(lines) + "\n"
+
+
+def latex_table(df: pd.DataFrame, caption: str, label: str, digits: int = 3) -> str:
+    """A booktabs LaTeX table of `df` (floats rounded; ± and % escaped), with caption and label."""
+    def tex(v) -> str:
+        text = f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                     ("±", r"$\pm$")):
+            text = text.replace(a, b)
+        return text
+    cols = "l" + "c" * (len(df.columns) - 1)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{tex(caption)}}}", rf"\label{{{label}}}",
+             rf"\begin{{tabular}}{{{cols}}}", r"\toprule", " & ".join(tex(c) for c in df.columns) + r" \\",
+             r"\midrule"]
+    lines += [" & ".join(tex(v) for v in r) + r" \\" for r in df.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(df: pd.DataFrame, stem: str | Path, caption: str, digits: int = 3) -> list[Path]:
+    """`<stem>.md` (caption + table), `<stem>.tex` (booktabs) and `<stem>.csv`; returns the paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".md"), stem.with_suffix(".tex"), stem.with_suffix(".csv")]
+    write_atomic(paths[0], f"{caption}\n\n{markdown_table(df, digits)}")
+    write_atomic(paths[1], latex_table(df, caption, f"tab:{stem.name}", digits))
+    write_atomic(paths[2], df.to_csv(index=False))
+    return paths
+
+
+def summarize(runs: list[RunDir], by: list[str]) -> pd.DataFrame:
+    """Mean and std over seeds of last- and best-epoch test accuracy, grouped by `by`
+    (keys of config.json, dotted for sections, e.g. 'data.noise')."""
+    rows = []
+    for r in runs:
+        cfg, s = r.config, r.summary
+        row = {key: _get(cfg, key) for key in by}
+        row.update(seed=cfg["seed"], last_acc=s["last"]["test_acc"], best_acc=s["best"]["test_acc"],
+                   last_mean_class_acc=s["last"]["test_mean_class_acc"])
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    agg = df.groupby(by).agg(n_seeds=("seed", "count"), last_acc_mean=("last_acc", "mean"),
+                             last_acc_std=("last_acc", "std"), best_acc_mean=("best_acc", "mean"),
+                             best_acc_std=("best_acc", "std"),
+                             last_mean_class_acc=("last_mean_class_acc", "mean"))
+    return agg.reset_index()

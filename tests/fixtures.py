@@ -1,8 +1,9 @@
-"""Small copies of every official layout (datasets.md), written from SynthFER faces as JPEG/PNG with
+"""Small copies of every official layout (docs/datasets.md), written from SynthFER faces as JPEG/PNG with
 the real file names, headers and label codes, for the reader, noise and doctor tests.
 
 Each `write_*` returns the truth the reader must give back: per id, the canonical class name and
-whatever else the layout carries. Codes are written from the tables in datasets.md 1.3 spelled out
+whatever else the layout carries. Codes are written from the tables in
+docs/datasets.md#13-raw-code-to-canonical-index spelled out
 here again (not imported from fercore), so a wrong mapping in fercore fails the tests.
 """
 from __future__ import annotations
@@ -125,14 +126,26 @@ def gray48(fs: FaceSet, i: int) -> np.ndarray:
     return np.array(rgb(fs, i).convert("L").resize((48, 48)))
 
 
-def write_fer(root: Path, train: FaceSet, test: FaceSet, n_val: int = 3) -> dict:
+CANONICAL_FER = ["anger", "disgust", "fear", "happy", "sad", "surprise", "neutral"]  # FER2013's classes
+_FERPLUS_NAMES = ["neutral", "happy", "surprise", "sad", "anger", "disgust", "fear", "contempt", "unknown", "NF"]
+
+
+def _plurality(votes: list[int]) -> str:
+    """The vote file's strongest FER2013 class of a row (ties: the first column)."""
+    return max((c for c in _FERPLUS_NAMES if c in CANONICAL_FER), key=lambda c: votes[_FERPLUS_NAMES.index(c)])
+
+
+def write_fer(root: Path, train: FaceSet, test: FaceSet, n_val: int = 3, disagree: tuple[int, ...] = ()) -> dict:
     """fer2013.csv (Training rows, `n_val` PublicTest rows, then PrivateTest rows) and the paired
     fer2013new.csv whose votes come from SynthFER's annotators, plus hand-made rows: a happy/sad
-    tie, an NF plurality, an empty image name and unknown-only votes (appended to Training)."""
+    tie, an NF plurality, an empty image name and unknown-only votes (appended to Training).
+    The FER2013 label of the rows in `disagree` is set to another class than the votes' majority
+    (constructed real-label noise)."""
     root.mkdir(parents=True, exist_ok=True)
     fer_rows, vote_rows, truth = [], [], []
-    items = [("Training", train, i) for i in range(len(train))] + \
-            [("PublicTest", test, i) for i in range(n_val)] + [("PrivateTest", test, i) for i in range(n_val, len(test))]
+    items = ([("Training", train, i) for i in range(len(train))]
+             + [("PublicTest", test, i) for i in range(n_val)]
+             + [("PrivateTest", test, i) for i in range(n_val, len(test))])
     specials = {"tie": [0, 5, 0, 5, 0, 0, 0, 0, 0, 0], "nf": [3, 0, 0, 0, 0, 0, 0, 0, 0, 7],
                 "noname": [0, 9, 0, 0, 0, 0, 0, 0, 1, 0], "unknown": [0, 0, 0, 0, 0, 0, 0, 0, 10, 0]}
     items[1:1] = [("Training", name, None) for name in specials]
@@ -147,6 +160,9 @@ def write_fer(root: Path, train: FaceSet, test: FaceSet, n_val: int = 3) -> dict
             for k, v in enumerate(fs.extras["votes"][i].tolist()):
                 votes[FERPLUS_COLUMN[fs.classes[k]]] += int(v)
             fer_label, name = name_of(fs, i), f"fer{row:07d}.png"
+            if row in disagree:  # the next FER2013 class after the votes' plurality
+                top = CANONICAL_FER[(CANONICAL_FER.index(_plurality(votes)) + 1) % len(CANONICAL_FER)]
+                fer_label = top
         fer_rows.append([FER2013_CODE[fer_label], " ".join(map(str, pixels.reshape(-1))), usage])
         vote_rows.append([usage, name, *votes])
         truth.append({"row": row, "usage": usage, "name": name, "votes": votes, "fer_label": fer_label,

@@ -169,7 +169,8 @@ def test_eac_second_view_follows_eacs_rule_and_the_loader_makes_it(tiny_config, 
     auto_clean = get_method("eac")(tiny_config(method="eac"), train)
     auto_noisy = get_method("eac")(tiny_config("data.noise=sym:0.2", method="eac"), train)
     assert auto_clean.describe() == {"second_view": "shared"} and auto_clean.loader_options() == {"second_view": False}
-    assert auto_noisy.describe() == {"second_view": "independent"} and auto_noisy.loader_options() == {"second_view": True}
+    assert auto_noisy.describe() == {"second_view": "independent"}
+    assert auto_noisy.loader_options() == {"second_view": True}
     cfg = tiny_config().data.augment
     for erasing in (0.0, 1.0):
         aug = Augment(type(cfg)(flip=0.5, shift=0.0, erasing=erasing))

@@ -2,9 +2,9 @@
 problem with its file and line (not only the first, and no traceback); the CLI exits 1 on problems."""
 import hashlib
 
+import fixtures as fx
 import pytest
 
-import fixtures as fx
 from fercore.cli import main
 from fercore.config import build_config
 from fercore.data.doctor import check
@@ -64,7 +64,8 @@ def test_damaged_copy_lists_every_problem_with_file_and_line(tmp_path, faces):
     (tmp_path / "Image" / "aligned" / "test_0003_aligned.jpg").write_bytes(b"broken")
     r = doctor("rafdb", tmp_path)
     assert len(r.problems) == 4, r.problems
-    assert r.problems[0].endswith("list_patition_label.txt:2: label '9' out of range; expected one of [1, 2, 3, 4, 5, 6, 7]")
+    assert r.problems[0].endswith("list_patition_label.txt:2: label '9' out of range; "
+                                  "expected one of [1, 2, 3, 4, 5, 6, 7]")
     assert r.problems[1].endswith("list_patition_label.txt:5: expected 2 space-separated columns 'name code', got 1: "
                                   "'train_00005.jpg'")
     assert "list_patition_label.txt:7: image" in r.problems[2] and "referenced but absent" in r.problems[2]

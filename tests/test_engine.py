@@ -8,8 +8,8 @@ import torch
 from fercore.engine import evaluate, fit
 from fercore.errors import NonFiniteLossError
 from fercore.methods import METHODS
-from fercore.tables import summarize
 from fercore.rundir import RunDir
+from fercore.tables import summarize
 
 
 def test_fit_writes_a_complete_run_directory(tiny_config):

@@ -68,8 +68,8 @@ def test_random_erasing_area_and_rate():
 import pytest  # noqa: E402
 from torchvision.transforms.v2 import functional as TF  # noqa: E402
 
-from fercore.data.faceset import FaceSet  # noqa: E402
 from fercore.data.augment import color_jitter, grayscale  # noqa: E402
+from fercore.data.faceset import FaceSet  # noqa: E402
 from fercore.errors import ConfigError  # noqa: E402
 
 
@@ -138,7 +138,8 @@ def test_grayscale_probability_and_jitter_leave_landmarks_alone(synth_small):
 
 
 def test_augment_config_errors_name_the_key():
-    for kw, key in ((dict(hue=0.7), "hue"), (dict(grayscale=1.5), "grayscale"), (dict(crop_scale=(0.5, 0.2)), "crop_scale"),
+    for kw, key in ((dict(hue=0.7), "hue"), (dict(grayscale=1.5), "grayscale"),
+                    (dict(crop_scale=(0.5, 0.2)), "crop_scale"),
                     (dict(rotate=-1.0), "rotate"), (dict(scale=(0.0, 1.0)), "scale")):
         with pytest.raises(ConfigError, match=f"data.augment.{key}"):
             Augment(AugmentConfig(**kw))

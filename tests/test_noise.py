@@ -1,14 +1,23 @@
 import hashlib
 
+import fixtures as fx
 import pytest
 import torch
 
-import fixtures as fx
 from fercore.config import build_config
 from fercore.data import noise
 from fercore.data.datasets import load_dataset
-from fercore.data.noise import (ASYM_PAIRS, NoiseSpec, asym_targets, asymmetric, confusion, inject, parse_spec,
-                                symmetric, write_label_file)
+from fercore.data.noise import (
+    ASYM_PAIRS,
+    NoiseSpec,
+    asym_targets,
+    asymmetric,
+    confusion,
+    inject,
+    parse_spec,
+    symmetric,
+    write_label_file,
+)
 from fercore.errors import DataError
 
 CLASSES7 = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")
@@ -82,7 +91,8 @@ def test_inject_reports_realised_rate_and_confusion(synth_small):
     rep = noisy.meta["noise"]
     flipped = noisy.label != train.label
     assert torch.equal(noisy.extras["flipped"], flipped)
-    assert rep["n_flipped"] == int(flipped.sum()) and rep["rate_realised"] == pytest.approx(flipped.float().mean().item())
+    assert rep["n_flipped"] == int(flipped.sum())
+    assert rep["rate_realised"] == pytest.approx(flipped.float().mean().item())
     assert torch.equal(noisy.clean_label, train.label)
     cm = torch.tensor(rep["confusion"])
     assert torch.equal(cm, confusion(train.label, noisy.label, 7)) and cm.sum() == len(train)

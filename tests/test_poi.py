@@ -7,9 +7,16 @@ import pytest
 import torch
 
 from fercore.config import AugmentConfig
-from fercore.data.landmarks import (ARCFACE_112, TEMPLATE, mean_template, mirror_template, mtcnn_available,
-                                    template_landmarks, with_landmarks)
 from fercore.data.augment import Augment
+from fercore.data.landmarks import (
+    ARCFACE_112,
+    TEMPLATE,
+    mean_template,
+    mirror_template,
+    mtcnn_available,
+    template_landmarks,
+    with_landmarks,
+)
 from fercore.errors import ConfigError, DataError
 from fercore.methods.poi.mutual import ensemble_mutual_loss, kl_div, pairwise_mutual_loss
 from fercore.methods.poi.prior import AUPrior, au_vocabulary, load_tables, prior_matrix
@@ -384,7 +391,8 @@ def test_poi_trains_writes_diagnostics_and_restores(tiny_config):
     assert d["q@2"].shape == (128, 7) and d["u@2"].shape == (128,) and d["w@2"].shape == (128,)
     assert d["region_prob@2"].shape == (128, 4, 7) and "region_prob@1" not in d
     seen = ~torch.isnan(torch.from_numpy(d["u@2"]))
-    assert seen.sum() >= 96 and torch.allclose(torch.from_numpy(d["q@2"][seen.numpy()]).sum(1), torch.ones(int(seen.sum())))
+    assert seen.sum() >= 96
+    assert torch.allclose(torch.from_numpy(d["q@2"][seen.numpy()]).sum(1), torch.ones(int(seen.sum())))
     assert m["train_pin_ce"].notna().all() and (m["train_ramp"] > 0).all()
     assert run.env["method"]["regions"]["top_left"] == [1, 2, 4, 5, 6, 7, 9]
     # rebuilt from the run directory alone, it predicts what the engine evaluated
@@ -407,7 +415,8 @@ def test_paper_recipe_builds():
 def test_analysis_helpers_by_hand():
     import numpy as np
 
-    from fercore.methods.poi.analysis import boxes_to_pixels, flip_auroc, soften, vote_kl
+    from fercore.methods.poi.analysis import boxes_to_pixels, soften
+    from fercore.metrics import flip_auroc, vote_kl
 
     votes = np.array([[0.7, 0.3, 0.0], [1.0, 0.0, 0.0]])
     prob = np.array([[0.5, 0.25, 0.25], [0.5, 0.5, 0.0]])

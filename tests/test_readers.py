@@ -1,15 +1,22 @@
 """Readers of every official layout: mappings, exact read-back of fixture copies, the decode cache,
 and a one-line error naming the file (and line) for every kind of bad input."""
+import fixtures as fx
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import fixtures as fx
 from fercore.config import build_config
 from fercore.data import readers
-from fercore.data.classes import (CKPLUS48_FOLDERS, CLASSES, CODINGS, PROTOCOL_CODING, PROTOCOLS, canonical_name,
-                                  protocol_classes)
+from fercore.data.classes import (
+    CKPLUS48_FOLDERS,
+    CLASSES,
+    CODINGS,
+    PROTOCOL_CODING,
+    PROTOCOLS,
+    canonical_name,
+    protocol_classes,
+)
 from fercore.data.datasets import READERS, load_dataset
 from fercore.data.doctor import published_counts
 from fercore.data.synthfer.dataset import RAFDB_TRAIN_COUNTS
@@ -30,14 +37,16 @@ def read(dataset, root, *overrides):
 
 def pil(path, box=None):
     im = Image.open(path).convert("RGB")
-    return torch.from_numpy(np.array(im.crop((box[0], box[1], box[0] + 48, box[1] + 48)) if box else im)).permute(2, 0, 1)
+    return torch.from_numpy(
+        np.array(im.crop((box[0], box[1], box[0] + 48, box[1] + 48)) if box else im)).permute(2, 0, 1)
 
 
 def by_id(fs):
     return {i: k for k, i in enumerate(fs.ids)}
 
 
-# --- one canonical label space (datasets.md 1.3) -------------------------------------------------
+# --- one canonical label space (docs/datasets.md#13-raw-code-to-canonical-index)
+# -------------------------------------------------
 
 def test_every_coding_maps_bijectively_onto_its_protocol_and_round_trips():
     for protocol, coding in PROTOCOL_CODING.items():
@@ -51,7 +60,7 @@ def test_every_coding_maps_bijectively_onto_its_protocol_and_round_trips():
 
 
 def test_coding_tables_equal_the_datasets_doc():
-    """The fixture tables restate datasets.md 1.3 independently of fercore."""
+    """The fixture tables restate docs/datasets.md#13-raw-code-to-canonical-index independently of fercore."""
     for coding, table in (("rafdb", fx.RAF_CODE), ("affectnet", fx.AFFECTNET_CODE), ("fer2013", fx.FER2013_CODE),
                           ("affwild2_expr", fx.ABAW_CODE)):
         assert {v: k for k, v in table.items()} == CODINGS[coding].codes
@@ -75,7 +84,7 @@ def test_published_counts_are_reproduced_after_mapping():
     raf = published_counts("rafdb", "raf7")
     assert raf["train"] == RAFDB_TRAIN_COUNTS and sum(raf["train"].values()) == 12271
     assert sum(raf["test"].values()) == 3068 and raf["test"]["neutral"] == 680 and raf["test"]["surprise"] == 329
-    fer = published_counts("fer2013", "fer2013")  # datasets.md 4, by name
+    fer = published_counts("fer2013", "fer2013")  # docs/datasets.md#4-fer2013, by name
     assert fer["train"] == {"anger": 3995, "disgust": 436, "fear": 4097, "happy": 7215, "sad": 4830,
                             "surprise": 3171, "neutral": 4965}
     assert sum(sum(s.values()) for s in fer.values()) == 35887
@@ -142,7 +151,8 @@ def test_affectnet_npy_layout(tmp_path, faces):
         for k, rel in enumerate(fs.ids):
             assert fs.classes[int(fs.label[k])] == truth[rel]["label"]
             assert torch.allclose(fs.va[k], torch.tensor(truth[rel]["va"]), atol=1e-6)
-            assert torch.allclose(fs.landmarks[k], torch.as_tensor(truth[rel]["landmarks"], dtype=torch.float), atol=1e-5)
+            assert torch.allclose(fs.landmarks[k], torch.as_tensor(truth[rel]["landmarks"], dtype=torch.float),
+                                  atol=1e-5)
 
 
 def test_fer2013_reads_pixels_and_its_own_labels(tmp_path, faces):
@@ -157,7 +167,7 @@ def test_fer2013_reads_pixels_and_its_own_labels(tmp_path, faces):
 
 
 def ferplus_rule(votes, rule):
-    """Reference of datasets.md 5.3, restated: max over all 10 columns."""
+    """Reference of docs/datasets.md#53-deriving-labels, restated: max over all 10 columns."""
     cols = ["neutral", "happy", "surprise", "sad", "anger", "disgust", "fear", "contempt", "unknown", "NF"]
     top = [c for c, v in zip(cols, votes) if v == max(votes)]
     if rule == "exclude":
@@ -193,6 +203,49 @@ def test_ferplus_pairs_by_row_and_applies_the_tie_rule(tmp_path, faces, rule):
     assert train.meta["tie_rule"] == rule and len(train.meta["derived_labels_sha256"]) == 64
 
 
+def test_ferplus_real_noise_marks_exactly_the_constructed_disagreement(tmp_path, faces):
+    """data.label_source=fer2013: train on FER2013's labels, test on the FERPlus majority, and mark
+    as wrong exactly the images whose two labels disagree (here: rows built to disagree)."""
+    from fercore.data.doctor import check
+
+    disagree = (5, 6, 9, 12, 15, 21)
+    truth = fx.write_fer(tmp_path, *faces, disagree=disagree)["rows"]
+    train, test = read("ferplus", tmp_path, "data.label_source=fer2013")
+    ref_train, ref_test = read("ferplus", tmp_path)
+    by_id = {f"{t['name']}#{t['row']}": t for t in truth}
+    assert train.ids == ref_train.ids and test.ids == ref_test.ids
+    assert [train.classes[int(k)] for k in train.label] == [by_id[i]["fer_label"] for i in train.ids]
+    assert torch.equal(train.clean_label, ref_train.label)          # the reference: the FERPlus majority
+    assert torch.equal(test.label, ref_test.label)                  # tested on the FERPlus majority
+    constructed = {f"{t['name']}#{t['row']}" for t in truth if t["row"] in disagree} & set(train.ids)
+    marked = {i for i, w in zip(train.ids, train.extras["flipped"].tolist()) if w}
+    assert len(constructed) >= 4 and marked == constructed
+    assert train.meta["train_fer2013_disagrees"]["images"] == len(constructed)
+    report = check(build_config("smoke", overrides=["data.dataset=ferplus", f"data.data_root={tmp_path}",
+                                                    "data.label_source=fer2013"]).data)
+    assert f'"images": {len(constructed)}' in report.text() and "vote rows per split (published)" in report.text()
+
+
+def test_ferplus_real_noise_round_trips_through_a_run(tmp_path, faces):
+    from fercore.engine import fit
+
+    disagree = (5, 6, 9, 12, 15, 21)
+    fx.write_fer(tmp_path / "fer", *faces, disagree=disagree)
+    cfg = build_config("smoke", overrides=["data.dataset=ferplus", f"data.data_root={tmp_path / 'fer'}",
+                                           "data.label_source=fer2013", "data.image_size=32", "train.epochs=1",
+                                           "model.backbone=resnet10t", f"out_dir={tmp_path / 'runs'}"])
+    train, _ = load_dataset(cfg.data)
+    d = fit(cfg).diagnostics()
+    assert d["id"].tolist() == train.ids
+    assert (d["label_given"] != d["clean_label"]).tolist() == train.extras["flipped"].tolist()
+    assert int((d["label_given"] != d["clean_label"]).sum()) == train.meta["train_fer2013_disagrees"]["images"]
+
+
+def test_label_source_is_for_ferplus_only():
+    with pytest.raises(ConfigError, match="label_source"):
+        build_config("smoke", overrides=["data.dataset=rafdb", "data.data_root=/x", "data.label_source=fer2013"])
+
+
 def test_ferplus7_drops_contempt_votes(tmp_path, faces):
     fx.write_fer(tmp_path, *faces)
     train, _ = read("ferplus", tmp_path, "data.protocol=ferplus7")
@@ -211,7 +264,8 @@ def test_affwild2_frames_expr_au_va_and_markers(tmp_path, faces):
             t = truth[i]
             assert fs.classes[int(fs.label[k])] == t["label"]
             mask = torch.tensor([float(a != -1) for a in t["au"]])
-            assert torch.equal(fs.au_mask[k], mask) and torch.equal(fs.au[k], torch.tensor([float(a == 1) for a in t["au"]]))
+            assert torch.equal(fs.au_mask[k], mask)
+            assert torch.equal(fs.au[k], torch.tensor([float(a == 1) for a in t["au"]]))
             if t["va"] is None:
                 assert fs.va_mask[k] == 0
             else:
@@ -333,7 +387,8 @@ def test_missing_folder_and_file(raf):
 
 def test_image_referenced_but_absent(raf):
     (raf / "Image" / "aligned" / "train_00003_aligned.jpg").unlink()
-    with pytest.raises(DataError, match=r"list_patition_label.txt:3: image .*train_00003_aligned.jpg referenced but absent"):
+    with pytest.raises(DataError,
+                       match=r"list_patition_label.txt:3: image .*train_00003_aligned.jpg referenced but absent"):
         read("rafdb", raf)
 
 
@@ -354,7 +409,8 @@ def test_bad_input_in_the_other_layouts(tmp_path, faces):
     fx.write_fer(tmp_path / "fer", *faces)
     votes = tmp_path / "fer" / "fer2013new.csv"
     votes.write_text("\n".join(votes.read_text().split("\n")[:-3]) + "\n")  # two rows short
-    with pytest.raises(DataError, match=r"fer2013new.csv:\d+: missing line: fer2013new.csv has 38 rows, fer2013.csv 40"):
+    with pytest.raises(DataError,
+                       match=r"fer2013new.csv:\d+: missing line: fer2013new.csv has 38 rows, fer2013.csv 40"):
         read("ferplus", tmp_path / "fer")
     fer = tmp_path / "fer" / "fer2013.csv"
     lines = fer.read_text().split("\n")

@@ -79,9 +79,13 @@ CHOICES = [(None, key, opts) for key, opts in _literal_fields(config_module.RunC
     for key, opts in _literal_fields(params())]
 
 
+# choices that are only valid together with other keys
+CONTEXT = {"data.label_source": ["data.dataset=ferplus", "data.data_root=/nonexistent"]}
+
+
 @pytest.mark.parametrize("method, key, options", CHOICES, ids=[c[1] for c in CHOICES])
 def test_every_choice_is_checked_by_the_config_layer(method, key, options):
-    extra = [f"method={method}"] if method else []
+    extra = ([f"method={method}"] if method else []) + CONTEXT.get(key, [])
     for value in options:
         build_config("smoke", overrides=[*extra, f"{key}={value}"])
     with pytest.raises(ConfigError) as e:
@@ -120,8 +124,10 @@ def test_noise_protocol_contract(kind, synth_small):
         return
     noisy = inject(train, EXAMPLES[kind], 0)
     report = noisy.meta["noise"]
-    assert report["kind"] == kind and math.isclose(report["rate_realised"], float((noisy.label != train.label).float().mean()))
-    assert torch.equal(noisy.clean_label, train.label) and torch.equal(noisy.extras["flipped"], noisy.label != train.label)
+    assert report["kind"] == kind
+    assert math.isclose(report["rate_realised"], float((noisy.label != train.label).float().mean()))
+    assert torch.equal(noisy.clean_label, train.label)
+    assert torch.equal(noisy.extras["flipped"], noisy.label != train.label)
 
 
 def test_unknown_noise_kind_lists_every_protocol():

@@ -72,7 +72,8 @@ def test_class_prior_mimics_rafdb():
 
 def test_prototype_aus_are_present_in_labels():
     """Pure, strong happy faces carry AU6 and AU12; anger faces AU4 and AU23."""
-    expr = sample_expressions(4000, SynthFERConfig(blend_fraction=0, intensity=(1, 1)), torch.Generator().manual_seed(0))
+    expr = sample_expressions(4000, SynthFERConfig(blend_fraction=0, intensity=(1, 1)),
+                              torch.Generator().manual_seed(0))
     au, true = expr["au"] >= 0.25, expr["true"]
     assert au[true == 1][:, [AU_INDEX[6], AU_INDEX[12]]].float().mean() > 0.95
     assert au[true == 6][:, [AU_INDEX[4], AU_INDEX[23]]].float().mean() > 0.95

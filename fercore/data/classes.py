@@ -1,9 +1,10 @@
-"""The one canonical class tuple, label protocols and one explicit code table per dataset (datasets.md, 1).
+"""The one canonical class tuple, label protocols and one explicit code table per dataset
+(docs/datasets.md#1-one-canonical-label-space).
 
 Index 0..7 equals AffectNet's expression codes; a protocol is an ordered subsequence of
 `CLASSES` (plus dataset-specific extras at the end) and a model's head index is the position
 within the protocol tuple. Every dataset's raw codes map to canonical names through a `Coding`
-written out below (datasets.md 1.3); readers never derive indices from folder sorting.
+written out below (docs/datasets.md#13-raw-code-to-canonical-index); readers never derive indices from folder sorting.
 """
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ CODINGS: dict[str, Coding] = {c.name: c for c in (
            excluded={-1: "unannotated"}),
 )}
 
-# FERPlus vote columns in file order (datasets.md 5.1); the last two are not expressions.
+# FERPlus vote columns in file order (docs/datasets.md#51-vote-file); the last two are not expressions.
 FERPLUS_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
                    "unknown", "NF")
 # CK+48 folders in alphabetical (ImageFolder) order, listed only to document what peers index by.

@@ -1,4 +1,4 @@
-"""Dataset registry: a name and a data root -> (train, test) FaceSets (design.md, flow of data).
+"""Dataset registry: a name and a data root -> (train, test) FaceSets (docs/architecture.md#the-flow-of-data).
 
 `READERS` maps every `data.dataset` name to a function of the data config: SynthFER is generated,
 the real layouts are scanned, subsampled (`n_train`/`n_test`) and decoded by `fercore.data.readers`.
@@ -6,9 +6,9 @@ the real layouts are scanned, subsampled (`n_train`/`n_test`) and decoded by `fe
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 from ..config import DataConfig
 from ..errors import DataError

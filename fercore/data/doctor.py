@@ -1,4 +1,5 @@
-"""The data doctor (datasets.md 10; baselines.md R3): validate a dataset copy on disk and report,
+"""The data doctor (docs/datasets.md#10-the-data-doctors-checklist, docs/baselines.md#r3-a-data-doctor): validate a
+dataset copy on disk and report,
 without stopping at the first problem, what fercore will read from it.
 
 `check(cfg)` runs the reader's own scan with a collecting `Problems`, then reports: every problem
@@ -20,14 +21,15 @@ from PIL import Image, UnidentifiedImageError
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
+from ..files import normalised_sha256, sha256_file
 from .classes import CODINGS, PROTOCOL_CODING, mapping_table
 from .noise import EAC_NOISE
 from .readers import SCANNERS
-from ..files import normalised_sha256, sha256_file
-from .readers.toolkit import PixelRow, Problems, Scan
 from .readers.rafdb import parse_name_code
+from .readers.toolkit import PixelRow, Problems, Scan
 
-# Published per-class counts by raw code (datasets.md 2.2 and 4) and split sizes (3.3).
+# Published per-class counts by raw code (docs/datasets.md#22-class-counts, docs/datasets.md#4-fer2013,
+# docs/datasets.md#33-protocols-and-sizes).
 PUBLISHED_COUNTS = {
     "rafdb": {"train": {1: 1290, 2: 281, 3: 717, 4: 4772, 5: 1982, 6: 705, 7: 2524},
               "test": {1: 329, 2: 74, 3: 160, 4: 1185, 5: 478, 6: 162, 7: 680}},
@@ -36,7 +38,11 @@ PUBLISHED_COUNTS = {
                 "test": {0: 491, 1: 55, 2: 528, 3: 879, 4: 594, 5: 416, 6: 626}},
 }
 PUBLISHED_SIZES = {"affectnet7": {"train": 283901, "test": 3500}, "affectnet8": {"train": 287651, "test": 3999}}
-# Published label-file hashes (datasets.md 2.1, 2.3, 5.1), by file name.
+# FERPlus pairs FER2013 row by row: its vote file has FER2013's published rows per Usage
+# (docs/datasets.md#4-fer2013); the hard-labelled images are fewer (docs/datasets.md#53-deriving-labels).
+PUBLISHED_ROWS = {"ferplus": {"train": 28709, "val": 3589, "test": 3589}}
+# Published label-file hashes (docs/datasets.md#21-layout,
+# docs/datasets.md#23-synthetic-noise-label-files-in-circulation, docs/datasets.md#51-vote-file), by file name.
 KNOWN_SHA256 = {
     "list_patition_label.txt": "3890ab2daf1f2cf8b642197be016e643895faa8295dd83620d0a6a535fa0c1c3",
     "fer2013new.csv": "9206e20d62f56475939f516847d61753e4860caeac9718b560129541b776fc2c",
@@ -194,7 +200,13 @@ def check(cfg: DataConfig, decode: int = 32) -> Report:
     if scan.dataset == "rafdb":
         _noise_files(scan, report)
     _images(scan, report, decode)
-    report.facts.update({k: v for k, v in scan.meta.items() if k != "folds"})
+    report.facts.update({k: v for k, v in scan.meta.items() if k not in ("folds", "vote_rows_per_split")})
+    if scan.dataset in PUBLISHED_ROWS:
+        got, pub = scan.meta.get("vote_rows_per_split", {}), PUBLISHED_ROWS[scan.dataset]
+        report.facts["vote rows per split (published)"] = {k: f"{got.get(k, 0)} ({n})" for k, n in pub.items()}
+        if any(got.get(k, 0) != n for k, n in pub.items()):
+            report.warnings.append("vote rows per split differ from the published FER2013 split sizes (a subset, "
+                                   "a fixture, or a damaged copy)")
     if "folds" in scan.meta:
         folds = Counter(scan.meta["folds"].values())
         report.facts["subjects per fold"] = {str(k): folds[k] for k in sorted(folds)}

@@ -1,4 +1,4 @@
-"""FaceSet: images plus every label fercore knows about them, as tensors (design.md, core types)."""
+"""FaceSet: images plus every label fercore knows about them, as tensors (docs/architecture.md#core-types)."""
 from __future__ import annotations
 
 import dataclasses

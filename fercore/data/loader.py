@@ -23,7 +23,8 @@ NORMALIZE = {  # mean, std (docs/datasets.md#81-the-ms-celeb-1m-resnet-18-used-a
     "msceleb": ((0.5412, 0.4324, 0.3795), (0.2485, 0.2182, 0.2066)),
     "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
-DEVICE_SHARE = 0.5                # residency 'auto': on the device while the split takes <= this share of free memory [ours]
+# residency 'auto': on the device while the split takes <= this share of free memory [ours]
+DEVICE_SHARE = 0.5
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device, salt: str = "") -> torch.Generator:

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -34,7 +35,8 @@ from ..errors import DataError
 from .classes import CODINGS, canonical_name
 from .faceset import FaceSet
 
-# EAC's RAF-DB noise files (datasets.md 2.3): spec -> (file under the data root, sha256, rows).
+# EAC's RAF-DB noise files (docs/datasets.md#23-synthetic-noise-label-files-in-circulation): spec -> (file under the
+# data root, sha256, rows).
 EAC_NOISE = {
     "eac10": ("EmoLabel/noise01.txt", "b452aca82ca7d2b9e62306e4513cca92aa32766ed47ed4137d61dd737155449a"),
     "eac20": ("EmoLabel/noise02.txt", "04d8c16247bd1dacdad9e5de880dca53f6b79e71aa919ed749b93a489e3cf8ac"),
@@ -190,8 +192,8 @@ def read_label_file(path: Path, fs: FaceSet, sha256: str = "") -> tuple[Tensor, 
     """Noisy head indices for `fs`'s samples from a `name code` file covering the full training
     split (`fs.meta['n_rows']` lines), and the file's sha256. Errors name the file and line."""
     from ..files import sha256_file
-    from .readers.toolkit import Problems
     from .readers.rafdb import parse_name_code
+    from .readers.toolkit import Problems
 
     if not path.is_file():
         raise DataError(f"{path}: noise label file missing")
@@ -244,9 +246,10 @@ register(Protocol("file", "eac10|eac20|eac30 or file:<path>", _parse_file, _flip
 
 
 def inject(train: FaceSet, spec: str, seed: int) -> FaceSet:
-    """Return `train` with noisy labels; `clean_label` keeps the labels before injection,
-    `extras['flipped']` marks flips and `meta['noise']` reports the realised rate and the
-    injected confusion matrix. Test sets are never passed here."""
+    """Return `train` with noisy labels; `clean_label` keeps the labels before injection (or the
+    reader's own reference label, e.g. the FERPlus majority under `data.label_source=fer2013`),
+    `extras['flipped']` marks every training label that differs from it, and `meta['noise']`
+    reports the realised rate and the injected confusion matrix. Test sets are never passed here."""
     try:
         s = parse_spec(spec)
         protocol = PROTOCOLS[s.kind]
@@ -258,7 +261,8 @@ def inject(train: FaceSet, spec: str, seed: int) -> FaceSet:
         raise DataError(str(e)) from None
     report = {"spec": spec, "kind": s.kind, "seed": seed if protocol.seeded else None,
               "rate_asked": s.rate if protocol.seeded else None, **info}
-    return train.replace(label=after, clean_label=before.clone(), extras={**train.extras, "flipped": after != before},
+    clean = train.clean_label if train.clean_label is not None else before.clone()
+    return train.replace(label=after, clean_label=clean, extras={**train.extras, "flipped": after != clean},
                          meta={**train.meta, "noise": {**report, **noise_report(before, after, train.num_classes)}})
 
 

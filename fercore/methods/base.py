@@ -2,7 +2,7 @@
 
 A method builds its model from a RunConfig, defines `loss(batch, out, state)`, and may define
 `after_step` / `on_epoch_end` (e.g. relabeling) and `diagnostics` (per-sample scores the
-analysis notebooks read). Adding a method is one new file in this package (design.md).
+analysis notebooks read). Adding a method is one new file in this package (docs/contributing.md#add-a-method).
 
 Rebuilding a trained method without its training data (`fercore eval|predict`): the engine
 stores `DataFacts` (classes, train size, image size, AU names, ...) in every checkpoint and

@@ -4,7 +4,8 @@
 Class activation maps M_k = sum_c W[k, c] F_c (classifier weights W taken without gradient) of
 an erased view and of its horizontally flipped second view must agree once the second is
 mirrored back: loss = CE(view 1) + lam * MSE(M(view 1), mirror(M(view 2))). Random erasing plus
-flip-consistent attention keep the network looking at the whole face (baselines.md, section 5).
+flip-consistent attention keep the network looking at the whole face
+(docs/baselines.md#5-eac-erasing-attention-consistency).
 
 View 1 is the shared training batch (the loader's flip, shift and erasing, identical for every
 baseline) where EAC's own view 1 has Gaussian noise and no flip `[ours]`; the mirror relation
@@ -30,7 +31,8 @@ class EACParams:
     """EAC's published defaults."""
 
     lam: NonNeg = 5.0           # weight of the attention consistency loss `[lineage: EAC]`
-    second_view: Literal["auto", "shared", "independent"] = "auto"  # shared: the flip of the erased first view (EAC with the clean label file) |
+    # shared: the flip of the erased first view (EAC with the clean label file) |
+    second_view: Literal["auto", "shared", "independent"] = "auto"
                                 # independent: the same geometry flipped, its own erase box (EAC with
                                 # noise files) | auto: EAC's rule, independent iff data.noise != none `[lineage: EAC]`
 

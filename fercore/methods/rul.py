@@ -4,7 +4,7 @@
 Two heads on the backbone's feature map give a feature mu and a log-variance; the per-sample
 uncertainty u = mean(exp(log-variance)) weighs a mixup of each sample's feature with a random
 partner's, w = u / (u + u_partner), and the "add-up" loss 0.5 CE(mix, y) + 0.5 CE(mix, y_partner)
-trains both. Inference uses mu alone (baselines.md, section 4).
+trains both. Inference uses mu alone (docs/baselines.md#4-rul-relative-uncertainty-learning).
 """
 from __future__ import annotations
 

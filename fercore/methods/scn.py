@@ -1,6 +1,6 @@
 """SCN, Self-Cure Network (Wang et al., CVPR 2020) `[lineage: kaiwang960112/Self-Cure-Network, src/train.py]`.
 
-Three parts (baselines.md, section 3): a self-attention importance weight alpha = sigmoid(Linear(f))
+Three parts (docs/baselines.md#3-scn-self-cure-network): a self-attention importance weight alpha = sigmoid(Linear(f))
 that scales the logits, a rank regularisation that keeps the high-importance group of each batch
 `margin1` above the low group, and a relabel rule that, from `relabel_epoch` on, writes the
 prediction into the label table when p_max - p_label > `margin2`.
@@ -27,8 +27,10 @@ class SCNParams:
     beta: Fraction = 0.7        # high-importance fraction of a batch `[lineage: SCN code]`
     margin1: NonNeg = 0.07      # rank margin: SCN README for batch 64 (paper: 0.15 at batch 1024) `[lineage: SCN]`
     margin2: Prob = 0.2         # relabel margin on p_max - p_label `[lineage: SCN code]`
-    relabel_epoch: PosInt = 10    # 1-based first relabelling epoch (SCN: 10 of 70); quick/smoke profiles shorten it `[ours]`
-    relabel_group: Literal["all", "low"] = "all"  # all: every sample, as SCN's code does | low: only the low-importance group,
+    # 1-based first relabelling epoch (SCN: 10 of 70); quick/smoke profiles shorten it `[ours]`
+    relabel_epoch: PosInt = 10
+    # all: every sample, as SCN's code does | low: only the low-importance group,
+    relabel_group: Literal["all", "low"] = "all"
                                 # as the paper describes (SCN #12) `[lineage: SCN]`
     rr_weight: NonNeg = 1.0     # weight of the rank regularisation `[lineage: SCN code]`
 

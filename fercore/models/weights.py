@@ -1,4 +1,5 @@
-"""Local pretrained backbone weights (datasets.md 8.1, baselines.md R2): never downloaded, never silent.
+"""Local pretrained backbone weights (docs/datasets.md#83-how-fercore-loads-local-weights,
+docs/baselines.md#r2-explicit-weight-provenance-and-a-strict-load): never downloaded, never silent.
 
 Reads a file (`torch.load(weights_only=True)` for pickles, safetensors by suffix), unwraps the
 container (`state_dict`, `model_state_dict`, `model`, or a bare state dict), maps the keys onto the
@@ -16,17 +17,19 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..files import sha256_file
 from ..errors import ConfigError
+from ..files import sha256_file
 
-# Known files and what the issue threads say about them (datasets.md 8.1); sha256 is recorded per run.
+# Known files and what the issue threads say about them
+# (docs/datasets.md#81-the-ms-celeb-1m-resnet-18-used-across-the-noisy-label-fer-line); sha256 is recorded per run.
 KNOWN_FILES = {
     "ijba_res18_naive.pth.tar": {
         "model": "ResNet-18 trained on MS-Celeb-1M for IJB-A (penincillin/DREAM), redistributed with SCN and RAN",
         "key_format": "dict with state_dict, keys prefixed module.", "normalize": "imagenet (as SCN/RUL use it)"},
     "resnet18_msceleb.pth": {
         "model": "torchvision-format re-save of the MS-Celeb-1M ResNet-18 (amirhfarzaneh/dacl; linked by RUL, DAN)",
-        "key_format": "dict with state_dict, torchvision names, fc 1000-way", "normalize": "imagenet or msceleb (RUL #10)"},
+        "key_format": "dict with state_dict, torchvision names, fc 1000-way",
+        "normalize": "imagenet or msceleb (RUL #10)"},
 }
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module")
 # SCN and RUL wrap torchvision's ResNet children in nn.Sequential: features.<i> -> timm/torchvision names

@@ -1,9 +1,9 @@
-"""Readers of the official on-disk layouts (datasets.md): one module per layout, each a `scan`
+"""Readers of the official on-disk layouts (docs/datasets.md): one module per layout, each a `scan`
 function that parses a layout into records (`common.Scan`), decoded by `common.read`."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 from ...config import DataConfig
 from . import affectnet, affwild2, ckplus, csvlist, ferplus, folder, rafdb

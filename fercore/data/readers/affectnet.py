@@ -1,4 +1,4 @@
-"""AffectNet (datasets.md 3), both distributions; the dataset name picks the protocol (affectnet7 keeps
+"""AffectNet (docs/datasets.md#3-affectnet), both distributions; the dataset name picks the protocol (affectnet7 keeps
 codes 0..6, affectnet8 0..7); codes 8-10 (None, Uncertain, No-Face) are dropped and counted.
 
 * `csv`: the original release, `Manually_Annotated_file_lists/{training,validation}.csv` with header
@@ -45,7 +45,8 @@ class _Rows:
 
     def __init__(self, to_index: dict) -> None:
         self.to_index = to_index
-        self.cols: dict[str, list] = {k: [] for k in ("ids", "label", "sources", "where", "boxes", "lm", "va", "va_mask")}
+        self.cols: dict[str, list] = {k: [] for k in ("ids", "label", "sources", "where", "boxes", "lm", "va",
+                                                      "va_mask")}
         self.dropped: dict[str, int] = {}
 
     def add(self, code: int, **values) -> None:
@@ -72,7 +73,8 @@ def _code(text: str) -> int | None:
         v = float(text)
     except ValueError:
         return None
-    return int(v) if v.is_integer() and int(v) in CODINGS["affectnet"].codes.keys() | CODINGS["affectnet"].excluded.keys() else None
+    return (int(v) if v.is_integer()
+            and int(v) in CODINGS["affectnet"].codes.keys() | CODINGS["affectnet"].excluded.keys() else None)
 
 
 def scan_csv(root: Path, to_index: dict, crop: bool, problems: Problems) -> tuple[dict, dict, dict]:

@@ -1,4 +1,5 @@
-"""AffWild2, ABAW challenge release (datasets.md 7): frame-level EXPR, 12 AUs and VA per video.
+"""AffWild2, ABAW challenge release (docs/datasets.md#7-affwild2-abaw-challenge-release): frame-level EXPR, 12 AUs
+and VA per video.
 
 `[ours, reconstruction]` The exact ABAW file layout, headers, codes and markers are not in our
 docs; this reader encodes the commonly used ones explicitly and **fails on any other header**,
@@ -110,7 +111,7 @@ def scan(cfg: DataConfig, problems: Problems) -> Scan:
                                  ("where", where), ("au", a), ("au_mask", am), ("va", va.get(frame, (0.0, 0.0))),
                                  ("va_mask", float(frame in va))):
                         cols[k].append(v)
-        f32 = lambda k, shape: np.array(cols[k], dtype=np.float32).reshape(-1, *shape)  # noqa: E731
+        f32 = lambda k, shape, cols=cols: np.array(cols[k], dtype=np.float32).reshape(-1, *shape)  # noqa: E731
         splits[split] = Split(ids=cols["ids"], label=cols["label"], sources=cols["sources"], where=cols["where"],
                               au=f32("au", (len(AU_NAMES),)), au_mask=f32("au_mask", (len(AU_NAMES),)),
                               va=f32("va", (2,)), va_mask=f32("va_mask", ()))

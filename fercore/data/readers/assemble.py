@@ -1,7 +1,7 @@
 """Assembly: scanned, subsampled and decoded records -> the (train, test) FaceSets of a reader."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -27,10 +27,13 @@ def to_faceset(scan: Scan, name: str, split: Split, cfg: DataConfig) -> FaceSet:
             **scan.meta}
     if scan.au_names is not None:
         meta["au_names"] = scan.au_names
+    extras = {k: torch.as_tensor(v) for k, v in split.extras.items()}
+    reference = extras.pop("reference_label", None)  # a reader's own wrong-label ground truth (FERPlus vs FER2013)
     return FaceSet(images=images, label=torch.tensor(split.label, dtype=torch.long), classes=scan.classes,
+                   clean_label=reference,
                    ids=list(split.ids), soft_label=t(split.soft_label), au=t(split.au), au_mask=t(split.au_mask),
                    va=t(split.va), va_mask=t(split.va_mask), landmarks=landmarks,
-                   extras={k: torch.as_tensor(v) for k, v in split.extras.items()}, meta=meta)
+                   extras=extras, meta=meta)
 
 
 def read(scan_fn: Callable[[DataConfig, Problems], Scan], cfg: DataConfig) -> tuple[FaceSet, FaceSet]:

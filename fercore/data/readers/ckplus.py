@@ -1,4 +1,5 @@
-"""CK+ in the common CK+48 distribution (datasets.md 6): `CK+48/<class>/S<subject>_<sequence>_<frame>.png`,
+"""CK+ in the common CK+48 distribution (docs/datasets.md#6-ck-extended-cohn-kanade-ck48-distribution):
+`CK+48/<class>/S<subject>_<sequence>_<frame>.png`,
 seven class folders mapped by name (classes.CODINGS['ckplus48']), protocol ckplus7 (no neutral).
 
 Splits are subject-independent: the subjects are shuffled with `data.fold_seed` and dealt round-
@@ -83,7 +84,8 @@ def scan(cfg: DataConfig, problems: Problems) -> Scan:
         s = Split(ids=[r[2] for r in mine], label=[r[3] for r in mine], sources=[r[4] for r in mine],
                   where=[str(r[4]) for r in mine])
         if au_names is not None:
-            s.au = np.array([table.get(r[1], [0.0] * len(au_names)) for r in mine], dtype=np.float32).reshape(-1, len(au_names))
+            s.au = np.array([table.get(r[1], [0.0] * len(au_names)) for r in mine],
+                            dtype=np.float32).reshape(-1, len(au_names))
             s.au_mask = np.array([[float(r[1] in table)] * len(au_names) for r in mine],
                                  dtype=np.float32).reshape(-1, len(au_names))
         s.extras["subject"] = np.array([int(r[0][1:]) for r in mine], dtype=np.int64)

@@ -1,10 +1,17 @@
-"""FER2013 and FERPlus (datasets.md 4, 5): `fer2013.csv` (header `emotion,pixels,Usage`, 48x48 grey
+"""FER2013 and FERPlus (docs/datasets.md#4-fer2013, docs/datasets.md#5-ferplus): `fer2013.csv` (header
+`emotion,pixels,Usage`, 48x48 grey
 pixels as text) and, for FERPlus, Microsoft's `fer2013new.csv` votes paired **by row**, never by name.
 
 Splits: Training -> train, PrivateTest -> test, PublicTest -> val (scanned and reported, not used).
 
+Real label noise (`data.label_source=fer2013`): training images carry FER2013's own label, the
+test split keeps the FERPlus majority, and `clean_label` holds the FERPlus majority of every image,
+so "FER2013 label != FERPlus majority" is the wrong-label ground truth every analysis reads
+(`extras['flipped']`) `[ours]`. Training images whose FER2013 label is outside the protocol are
+dropped (counted in `meta['excluded']['fer2013_outside_protocol']`).
+
 FERPlus labels: the votes over the protocol's emotions, renormalised, are the soft label
-`[lineage: FERPlus paper]`. The hard label follows `data.ferplus_tie` (datasets.md 5.3):
+`[lineage: FERPlus paper]`. The hard label follows `data.ferplus_tie` (docs/datasets.md#53-deriving-labels):
 * `exclude` (default): the maximum over all 10 vote columns; an image whose maximum is reached by
   more than one column, or belongs to unknown/NF, gets no hard label;
 * `first`: among the emotion columns reaching the maximum, the first in canonical order; no hard
@@ -29,7 +36,6 @@ VOTE_FILE = "fer2013new.csv"
 FER_HEADER = ("emotion", "pixels", "Usage")
 VOTE_HEADER = ("Usage", "Image name") + FERPLUS_COLUMNS
 USAGE = {"Training": "train", "PrivateTest": "test", "PublicTest": "val"}
-TIE_RULES = ("exclude", "first")
 
 
 def _rows(path: Path, header: tuple, problems: Problems) -> list[tuple[str, list[str] | None]]:
@@ -71,17 +77,21 @@ def hard_label(votes: np.ndarray, rule: str) -> str | None:
     return min(emotions, key=lambda c: CLASSES.index(CODINGS["ferplus"].codes[c]))
 
 
-def _splits_from(items: list[dict]) -> dict[str, Split]:
+def _splits_from(items: list[dict], label_source: str = "ferplus") -> dict[str, Split]:
     splits = {}
     for split in USAGE.values():
         mine = [it for it in items if it["split"] == split]
-        s = Split(ids=[it["id"] for it in mine], label=[it["label"] for it in mine],
+        real_noise = label_source == "fer2013" and split == "train"
+        s = Split(ids=[it["id"] for it in mine],
+                  label=[it["fer2013_label"] if real_noise else it["label"] for it in mine],
                   sources=[PixelRow(it["pixels"]) for it in mine], where=[it["where"] for it in mine],
                   extras={k: np.array([it[k] for it in mine], dtype=np.int64).reshape(len(mine), *shape)
                           for k, shape in (("fer2013_label", ()), ("votes", (len(FERPLUS_COLUMNS),)))
                           if not mine or k in mine[0]})
         if mine and "soft" in mine[0]:
             s.soft_label = np.array([it["soft"] for it in mine], dtype=np.float32)
+        if real_noise:  # the reference label of every training image (noise.inject marks where the two disagree)
+            s.extras["reference_label"] = np.array([it["label"] for it in mine], dtype=np.int64)
         splits[split] = s
     return splits
 
@@ -102,8 +112,6 @@ def scan_plus(cfg: DataConfig, problems: Problems) -> Scan:
     """FERPlus: FER2013 pixels with the votes of `fer2013new.csv`, row by row."""
     root = Path(cfg.data_root)
     protocol = resolve_protocol("ferplus", cfg.protocol)
-    if cfg.ferplus_tie not in TIE_RULES:
-        problems.add("data.ferplus_tie", f"expected one of {TIE_RULES}, got {cfg.ferplus_tie!r}")
     classes = protocol_classes(protocol)
     to_index = CODINGS["ferplus"].to_index(classes)
     fer2013_index = CODINGS["fer2013"].to_index(classes)
@@ -113,8 +121,11 @@ def scan_plus(cfg: DataConfig, problems: Problems) -> Scan:
     if fer and votes and len(fer) != len(votes):
         shorter = min((fer, FER_FILE), (votes, VOTE_FILE), key=lambda t: len(t[0]))
         problems.add(f"{root / shorter[1]}:{len(shorter[0]) + 2}", f"missing line: {VOTE_FILE} has {len(votes)} rows, "
-                     f"{FER_FILE} {len(fer)}; the files pair row by row (datasets.md 5.2)")
+                     f"{FER_FILE} {len(fer)}; the files pair row by row "
+                     "(docs/datasets.md#52-pairing-with-fer2013-by-row-never-by-name)")
     items, counts = [], {"no_image": 0, "no_emotion_votes": 0, "soft_only": 0}
+    if cfg.label_source == "fer2013":
+        counts["fer2013_outside_protocol"] = 0
     for r, ((fwhere, code, px, usage), (where, rec)) in enumerate(zip(fer, votes)):
         if rec is None or code < 0:
             continue
@@ -140,11 +151,23 @@ def scan_plus(cfg: DataConfig, problems: Problems) -> Scan:
         if label is None or label not in to_index:
             counts["soft_only"] += 1
             continue
+        fer_label = fer2013_index.get(code, -1)
+        if cfg.label_source == "fer2013" and USAGE[usage] == "train" and fer_label < 0:
+            counts["fer2013_outside_protocol"] += 1
+            continue
         items.append({"id": f"{rec[1]}#{r}", "label": to_index[label], "pixels": px, "where": where,
-                      "split": USAGE[usage], "fer2013_label": fer2013_index.get(code, -1),
+                      "split": USAGE[usage], "fer2013_label": fer_label,
                       "votes": v.astype(np.int64), "soft": emo / emo.sum()})
     derived = "".join(f"{it['id']},{it['label']}\n" for it in items)
-    return Scan("ferplus", root, protocol, classes, "ferplus", _splits_from(items),
+    rows = {split: sum(1 for rec in votes if rec[1] is not None and USAGE.get(rec[1][0]) == split)
+            for split in USAGE.values()}
+    train = [it for it in items if it["split"] == "train"]
+    disagree = sum(it["fer2013_label"] != it["label"] for it in train)
+    return Scan("ferplus", root, protocol, classes, "ferplus", _splits_from(items, cfg.label_source),
                 {FER_FILE: root / FER_FILE, VOTE_FILE: root / VOTE_FILE},
-                meta={"tie_rule": cfg.ferplus_tie, "excluded": counts, "val_split": "PublicTest (not used)",
-                      "derived_labels_sha256": hashlib.sha256(derived.encode()).hexdigest()})
+                meta={"tie_rule": cfg.ferplus_tie, "label_source": cfg.label_source, "excluded": counts,
+                      "vote_rows_per_split": rows,
+                      "val_split": "PublicTest (not used)",
+                      "derived_labels_sha256": hashlib.sha256(derived.encode()).hexdigest(),
+                      "train_fer2013_disagrees": {"images": disagree, "of": len(train),
+                                                  "share": round(disagree / max(len(train), 1), 4)}})

@@ -2,7 +2,7 @@
 `happiness`) resolved to the canonical tuple.
 
 Head indices follow `data.protocol` when given, else the canonical order of the training folders,
-never folder sorting (datasets.md, 1).
+never folder sorting (docs/datasets.md#1-one-canonical-label-space).
 """
 from __future__ import annotations
 

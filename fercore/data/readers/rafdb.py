@@ -1,4 +1,4 @@
-"""RAF-DB basic emotion subset (datasets.md 2.1): `EmoLabel/list_patition_label.txt` (sic) with one
+"""RAF-DB basic emotion subset (docs/datasets.md#21-layout): `EmoLabel/list_patition_label.txt` (sic) with one
 `name code` line per image (single space, no header, codes 1..7 in RAF order), the split given by
 the name prefix (`train_XXXXX.jpg`, `test_XXXX.jpg`), images at `Image/aligned/<stem>_aligned.jpg`.
 

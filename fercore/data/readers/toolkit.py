@@ -71,7 +71,8 @@ def read_lines(path: Path, problems: Problems, allow_crlf: bool = False) -> list
 
 
 def read_csv(path: Path, problems: Problems, *, header: tuple[str, ...] | None = None,
-             required: tuple[str, ...] = (), what: str = "label file") -> tuple[list[str], list[tuple[str, list[str] | None]] | None]:
+             required: tuple[str, ...] = (),
+             what: str = "label file") -> tuple[list[str], list[tuple[str, list[str] | None]] | None]:
     """A UTF-8 CSV file as (header, [(where, fields)]): the header must equal `header` when given,
     else hold every `required` column; a row with the wrong column count is reported and kept as
     (where, None), so readers that pair files by row stay aligned. Problems name the file and line;

@@ -2,7 +2,8 @@
 
 An annotator perceives the face's AU intensities with noise, fits each emotion's prototype at
 its best scale, paying `expression_evidence` for calling any expression (neutral is the empty
-prototype, so weak expressions are confused with it, and near prototypes such as fear/surprise or disgust/anger with each other), adds a fixed personal
+prototype, so weak expressions are confused with it, and near prototypes such as fear/surprise or disgust/anger with
+each other), adds a fixed personal
 class preference, and votes by sampling from a sharp softmax over the negative residuals.
 """
 from __future__ import annotations

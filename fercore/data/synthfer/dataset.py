@@ -1,4 +1,4 @@
-"""SynthFER: procedural faces with exact ground truth (design.md, "The embedded dataset") `[ours]`.
+"""SynthFER: procedural faces with exact ground truth (docs/datasets.md#12-synthfer-the-embedded-dataset) `[ours]`.
 
 Each sample draws a true emotion from a class prior, AU intensities from that emotion's EMFACS
 prototype with variation (a fraction blends in a second emotion: compound, ambiguous faces),
@@ -13,7 +13,6 @@ import hashlib
 import json
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
@@ -28,12 +27,12 @@ from .render import render, sample_appearance
 VERSION = 2  # bump when generation changes, so caches are not reused across versions
 CHUNK = 500  # faces rendered at once; fixed so that the output does not depend on it
 
-# RAF-DB basic training counts (datasets.md 2.2), by canonical name.
+# RAF-DB basic training counts (docs/datasets.md#22-class-counts), by canonical name.
 RAFDB_TRAIN_COUNTS = {"neutral": 2524, "happy": 4772, "sad": 1982, "surprise": 1290,
                       "fear": 281, "disgust": 717, "anger": 705}
 
 
-RAFDB_SIZES = (12271, 3068)  # default split sizes: RAF-DB basic (datasets.md 2.2)
+RAFDB_SIZES = (12271, 3068)  # default split sizes: RAF-DB basic (docs/datasets.md#22-class-counts)
 
 
 def class_prior(cfg: SynthFERConfig) -> torch.Tensor:

@@ -15,7 +15,7 @@ def _pil(fs: FaceSet, i: int) -> Image.Image:
 
 def export_rafdb(train: FaceSet, test: FaceSet, root: str | Path, quality: int = 95) -> Path:
     """RAF-DB basic: `EmoLabel/list_patition_label.txt` (`name code` lines, codes 1..7, LF, no final
-    newline) and `Image/aligned/<stem>_aligned.jpg` (datasets.md 2.1)."""
+    newline) and `Image/aligned/<stem>_aligned.jpg` (docs/datasets.md#21-layout)."""
     root = Path(root)
     code = {name: c for c, name in RAFDB_CODES.items()}
     missing = set(train.classes) - set(code)

@@ -1,6 +1,6 @@
 """Action units, EMFACS expression prototypes and circumplex coordinates that drive SynthFER.
 
-Prototype AU sets follow EMFACS (Friesen & Ekman 1983) as listed in methods.md `[lineage]`;
+Prototype AU sets follow EMFACS (Friesen & Ekman 1983) docs/poi.md#the-au-emotion-prior `[lineage]`;
 the intensities (0..1) and the AU substitutions below are ours `[ours]`: AU16 and unilateral
 coding are not rendered, so disgust uses 9+10+15+17 and contempt a one-sided 12+14.
 """

@@ -84,8 +84,12 @@ class _Canvas:
         self.c = -1 + (torch.arange(size) + 0.5) * self.px  # pixel centres
 
     def window(self, x0: float, x1: float, y0: float, y1: float):
-        lo = lambda v: max(0, int((v + 1) / self.px))
-        hi = lambda v: min(self.size, int(math.ceil((v + 1) / self.px)) + 1)
+        def lo(v):
+            return max(0, int((v + 1) / self.px))
+
+        def hi(v):
+            return min(self.size, int(math.ceil((v + 1) / self.px)) + 1)
+
         sx, sy = slice(lo(x0), hi(x1)), slice(lo(y0), hi(y1))
         return (sy, sx), self.c[sx].view(1, 1, -1), self.c[sy].view(1, -1, 1)
 
@@ -150,13 +154,13 @@ def render(au: Tensor, side: Tensor, app: dict[str, Tensor], size: int,
     """
     b = au.shape[0]
     cv = _Canvas(b, size)
-    I = {k: _v(au[:, i]) for k, i in AU_INDEX.items()}
+    au_int = {k: _v(au[:, i]) for k, i in AU_INDEX.items()}
     A = {k: (_v(v) if v.ndim == 1 else v) for k, v in app.items()}
     skin = app["skin"]
     sideL, sideR = _v(side[:, 0]), _v(side[:, 1])
     fw, fh, chin = A["face_w"], A["face_h"], A["chin"]
     fcy = 0.02
-    fh_low = fh * chin + 0.08 * I[26]
+    fh_low = fh * chin + 0.08 * au_int[26]
 
     # --- hair (back), neck, ears ---
     win, X, Y = cv.window(-1, 1, -1, 1)
@@ -184,7 +188,7 @@ def render(au: Tensor, side: Tensor, app: dict[str, Tensor], size: int,
     ey = A["eye_y"]
     brow_base = ey - A["brow_gap"]
     win_f, Xf, Yf = cv.window(-0.35, 0.35, -0.75, -0.2)
-    forehead = torch.maximum(I[1], I[2])
+    forehead = torch.maximum(au_int[1], au_int[2])
     for dy in (0.11, 0.17):
         d = (Yf - (brow_base - dy - 0.05 * forehead + 0.08 * (Xf / 0.35) ** 2)).abs() - 0.006
         d = torch.maximum(d, Xf.abs() - 0.28)
@@ -192,11 +196,12 @@ def render(au: Tensor, side: Tensor, app: dict[str, Tensor], size: int,
     win_g, Xg, Yg = cv.window(-0.1, 0.1, -0.35, -0.05)
     for s in (-1.0, 1.0):
         d = _segment(Xg, Yg, s * 0.035, brow_base + 0.0, s * 0.03, brow_base + 0.09, 0.006)
-        cv.shade(win_g, cv.cover(d), 0.45 * I[4])
+        cv.shade(win_g, cv.cover(d), 0.45 * au_int[4])
 
     # --- fringe: hair over the forehead ---
     win_h, Xh, Yh = cv.window(-0.8, 0.8, -1, -0.25)
-    fringe = torch.maximum(Yh - (A["hairline"] + 0.1 * (Xh / fw) ** 2), _ellipse(Xh, Yh, 0.0, fcy, fw * 1.02, fh * 1.02))
+    fringe = torch.maximum(Yh - (A["hairline"] + 0.1 * (Xh / fw) ** 2),
+                           _ellipse(Xh, Yh, 0.0, fcy, fw * 1.02, fh * 1.02))
     fringe = torch.where(A["hair_style"] == 2, fringe + 0.06, fringe)
     cv.paint(win_h, cv.cover(fringe), app["hair"])
 
@@ -205,17 +210,18 @@ def render(au: Tensor, side: Tensor, app: dict[str, Tensor], size: int,
     brow_rgb = app["hair"] * 0.6 + 0.04
     for s in (-1.0, 1.0):
         xe = s * A["eye_sep"]
-        inner = (xe - s * (0.11 + 0.04 * I[4]), brow_base + 0.012 - 0.085 * I[1] + 0.085 * I[4])
-        mid = (xe + s * 0.02, brow_base - 0.022 - 0.035 * I[1] - 0.06 * I[2] + 0.05 * I[4])
-        outer = (xe + s * 0.155, brow_base + 0.018 - 0.075 * I[2] + 0.012 * I[4])
+        inner = (xe - s * (0.11 + 0.04 * au_int[4]), brow_base + 0.012 - 0.085 * au_int[1] + 0.085 * au_int[4])
+        mid = (xe + s * 0.02, brow_base - 0.022 - 0.035 * au_int[1] - 0.06 * au_int[2] + 0.05 * au_int[4])
+        outer = (xe + s * 0.155, brow_base + 0.018 - 0.075 * au_int[2] + 0.012 * au_int[4])
         d = _polyline(Xb, Yb, [inner, mid, outer], A["brow_t"] * 0.5)
         cv.paint(win_b, cv.cover(d), brow_rgb)
 
     # --- eyes: lids (AU5 opens, AU6/AU7 narrow), iris, lashes, crow's feet (AU6) ---
     win_e, Xe, Ye = cv.window(-0.55, 0.55, -0.32, 0.12)
     ew = A["eye_w"]
-    up = (A["eye_open"] * (0.055 + 0.05 * I[5] - 0.028 * I[7] - 0.012 * I[6] - 0.01 * I[4])).clamp(min=0.006)
-    lo = (A["eye_open"] * (0.038 - 0.024 * I[6] - 0.018 * I[7])).clamp(min=0.004)
+    up = (A["eye_open"] * (0.055 + 0.05 * au_int[5] - 0.028 * au_int[7] - 0.012 * au_int[6]
+                           - 0.01 * au_int[4])).clamp(min=0.006)
+    lo = (A["eye_open"] * (0.038 - 0.024 * au_int[6] - 0.018 * au_int[7])).clamp(min=0.004)
     for s in (-1.0, 1.0):
         xe = s * A["eye_sep"]
         cv.shade(win_e, cv.cover(_ellipse(Xe, Ye, xe, ey - 0.03, ew * 1.25, up + 0.06)), 0.08)
@@ -235,45 +241,45 @@ def render(au: Tensor, side: Tensor, app: dict[str, Tensor], size: int,
         cv.shade(win_e, cv.cover(lower), 0.35)
         for dy in (-0.03, 0.03):
             d = _segment(Xe, Ye, xe + s * (ew + 0.02), ey + dy * 0.3, xe + s * (ew + 0.08), ey + dy * 1.6, 0.005)
-            cv.shade(win_e, cv.cover(d), 0.5 * I[6])
+            cv.shade(win_e, cv.cover(d), 0.5 * au_int[6])
 
     # --- cheeks (AU6 raises them) ---
     win_c, Xc, Yc = cv.window(-0.6, 0.6, -0.05, 0.4)
     for s in (-1.0, 1.0):
-        d = _ellipse(Xc, Yc, s * (A["eye_sep"] + 0.03), ey + 0.2 - 0.05 * I[6], 0.13, 0.09)
-        cv.shade(win_c, cv.cover(d) * 0.5, -0.12 * I[6])
-        cv.shade(win_c, cv.cover(d + 0.03) * 0.5, 0.06 * I[6])
+        d = _ellipse(Xc, Yc, s * (A["eye_sep"] + 0.03), ey + 0.2 - 0.05 * au_int[6], 0.13, 0.09)
+        cv.shade(win_c, cv.cover(d) * 0.5, -0.12 * au_int[6])
+        cv.shade(win_c, cv.cover(d + 0.03) * 0.5, 0.06 * au_int[6])
 
     # --- nose: bridge wrinkles (AU9), wings and nostrils (AU9 raise and flare, AU10 raise) ---
     win_n, Xn, Yn = cv.window(-0.22, 0.22, -0.15, 0.32)
     ny, nw = A["nose_y"], A["nose_w"]
-    lift = 0.022 * I[9] + 0.012 * I[10]
+    lift = 0.022 * au_int[9] + 0.012 * au_int[10]
     d = _segment(Xn, Yn, 0.03, ey + 0.02, nw * 0.6, ny - 0.04, 0.007)
     cv.shade(win_n, cv.cover(d), 0.15)
     for j, dy in enumerate((0.0, 0.04, 0.08)):
-        d = (Yn - (ey + 0.03 + dy - 0.01 * I[9])).abs() - 0.006
+        d = (Yn - (ey + 0.03 + dy - 0.01 * au_int[9])).abs() - 0.006
         d = torch.maximum(d, Xn.abs() - 0.05 + 0.008 * j)
-        cv.shade(win_n, cv.cover(d), 0.5 * I[9])
+        cv.shade(win_n, cv.cover(d), 0.5 * au_int[9])
     cv.shade(win_n, cv.cover(_ellipse(Xn, Yn, 0.0, ny + 0.03 - lift, nw * 1.1, 0.035)), 0.12)
     for s in (-1.0, 1.0):
-        wing = _ellipse(Xn, Yn, s * (nw + 0.012 * I[9]), ny - lift, 0.032, 0.036)
+        wing = _ellipse(Xn, Yn, s * (nw + 0.012 * au_int[9]), ny - lift, 0.032, 0.036)
         cv.shade(win_n, cv.cover(wing.abs() - 0.004), 0.3)
-        nost = _ellipse(Xn, Yn, s * nw * 0.45, ny + 0.012 - lift, 0.022 + 0.01 * I[9], 0.011)
+        nost = _ellipse(Xn, Yn, s * nw * 0.45, ny + 0.012 - lift, 0.022 + 0.01 * au_int[9], 0.011)
         cv.paint(win_n, cv.cover(nost), skin * 0.35)
 
     # --- mouth: corners (AU12 up+out, AU15 down, AU14/AU20 out, AU23 in), lips, opening ---
     win_m, Xm, Ym = cv.window(-0.5, 0.5, 0.12, 0.85)
     my, mw = A["mouth_y"], A["mouth_w"]
-    i12L, i12R, i14L, i14R = I[12] * sideL, I[12] * sideR, I[14] * sideL, I[14] * sideR
-    hwl = mw * (1 + 0.22 * i12L + 0.12 * i14L + 0.3 * I[20] - 0.18 * I[23])
-    hwr = mw * (1 + 0.22 * i12R + 0.12 * i14R + 0.3 * I[20] - 0.18 * I[23])
-    yl = my - 0.085 * i12L - 0.02 * i14L + 0.075 * I[15] + 0.015 * I[20] - 0.01 * I[17]
-    yr = my - 0.085 * i12R - 0.02 * i14R + 0.075 * I[15] + 0.015 * I[20] - 0.01 * I[17]
-    gap_u = 0.03 * I[25] + 0.012 * I[26] + 0.02 * I[10]
-    gap_l = 0.045 * I[25] + 0.11 * I[26] + 0.025 * I[20] * I[25]
-    tu = A["lip_u"] * (1 - 0.65 * I[23]) * (1 - 0.25 * torch.maximum(i12L, i12R))
-    tl = A["lip_l"] * (1 - 0.65 * I[23]) * (1 + 0.25 * I[17])
-    s_, y0, _ = _lips(Xm, Ym, 0.0, my - 0.015 * I[17], yl, yr, hwl, hwr)
+    i12L, i12R, i14L, i14R = au_int[12] * sideL, au_int[12] * sideR, au_int[14] * sideL, au_int[14] * sideR
+    hwl = mw * (1 + 0.22 * i12L + 0.12 * i14L + 0.3 * au_int[20] - 0.18 * au_int[23])
+    hwr = mw * (1 + 0.22 * i12R + 0.12 * i14R + 0.3 * au_int[20] - 0.18 * au_int[23])
+    yl = my - 0.085 * i12L - 0.02 * i14L + 0.075 * au_int[15] + 0.015 * au_int[20] - 0.01 * au_int[17]
+    yr = my - 0.085 * i12R - 0.02 * i14R + 0.075 * au_int[15] + 0.015 * au_int[20] - 0.01 * au_int[17]
+    gap_u = 0.03 * au_int[25] + 0.012 * au_int[26] + 0.02 * au_int[10]
+    gap_l = 0.045 * au_int[25] + 0.11 * au_int[26] + 0.025 * au_int[20] * au_int[25]
+    tu = A["lip_u"] * (1 - 0.65 * au_int[23]) * (1 - 0.25 * torch.maximum(i12L, i12R))
+    tl = A["lip_l"] * (1 - 0.65 * au_int[23]) * (1 + 0.25 * au_int[17])
+    s_, y0, _ = _lips(Xm, Ym, 0.0, my - 0.015 * au_int[17], yl, yr, hwl, hwr)
     taper = (1 - s_ * s_).clamp(min=0)
     rim = taper.sqrt()
     top_outer = y0 - gap_u * taper - tu * rim - 0.006
@@ -294,13 +300,14 @@ def render(au: Tensor, side: Tensor, app: dict[str, Tensor], size: int,
         d = _ellipse(Xm, Ym, s * (hw_s + 0.02), yc, 0.012, 0.02)
         cv.shade(win_m, cv.cover(d), 0.5 * i14)
     # chin boss and crease (AU17), jaw drop shadow (AU26)
-    chin_y = my + 0.1 + A["lip_l"] + 0.12 * I[26]
+    chin_y = my + 0.1 + A["lip_l"] + 0.12 * au_int[26]
     d = torch.maximum((Ym - chin_y + 0.02 * (Xm / 0.12) ** 2 * 0 - 0.0).abs() - 0.007, Xm.abs() - 0.1)
-    cv.shade(win_m, cv.cover(d), 0.4 * I[17])
-    cv.shade(win_m, cv.cover(_ellipse(Xm, Ym, 0.0, chin_y + 0.05, 0.1, 0.04)), -0.08 * I[17])
+    cv.shade(win_m, cv.cover(d), 0.4 * au_int[17])
+    cv.shade(win_m, cv.cover(_ellipse(Xm, Ym, 0.0, chin_y + 0.05, 0.1, 0.04)), -0.08 * au_int[17])
 
     # --- nasolabial folds: deepen with AU6, AU9, AU10, AU12, AU20 ---
-    fold = (0.12 + 0.6 * I[12] * torch.maximum(sideL, sideR) + 0.7 * I[10] + 0.6 * I[9] + 0.25 * I[6] + 0.3 * I[20]).clamp(max=0.8)
+    fold = (0.12 + 0.6 * au_int[12] * torch.maximum(sideL, sideR) + 0.7 * au_int[10] + 0.6 * au_int[9]
+            + 0.25 * au_int[6] + 0.3 * au_int[20]).clamp(max=0.8)
     win_l, Xl, Yl = cv.window(-0.5, 0.5, 0.05, 0.7)
     for s, yc, hw_s in ((-1.0, yl, hwl), (1.0, yr, hwr)):
         top_pt = (s * (nw + 0.04), ny - 0.03)

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 from ...models.backbone import init_linear
 
 
-
 class ConfidenceBlock(nn.Module):
     """c = sigmoid(MLP(f)) in (0, 1), one scalar per sample."""
 

@@ -1,6 +1,6 @@
 """MTAC: multi-task assisted correction (Liu, Zhang, Kauttonen, Zhao; arXiv 2212.07144), reconstructed.
 
-One module per component the abstract names (methods.md, MTAC table); every row is a switch:
+One module per component the abstract names (docs/mtac.md#components); every row is a switch:
 
 | abstract                                    | module            | switch (`mtac.<key>`)            |
 |---------------------------------------------|-------------------|----------------------------------|
@@ -54,16 +54,19 @@ class MTACParams:
 
     base: Literal["ce", "scn", "rul"] = "ce"  # the framework MTAC attaches to `[ours]`
     # confidence estimation block
-    confidence: Literal["logit", "loss", "none"] = "logit"  # logit: CE(c z, y) `[lineage: SCN]` | loss: c-weighted mean `[ours]`
+    # logit: CE(c z, y) `[lineage: SCN]` | loss: c-weighted mean `[ours]`
+    confidence: Literal["logit", "loss", "none"] = "logit"
     confidence_hidden: NonNegInt = 128  # MLP width of c = sigmoid(MLP(f)); 0: SCN's single linear layer `[ours]`
     confidence_input: Literal["feature", "feature+label"] = "feature"  # feature: c from f alone | feature+label:
-                                    # from [f, one-hot label] (evaluation: the predicted label) `[ours, after DMUE's pairwise uncertainty]`
+                                    # from [f, one-hot label] (evaluation: the predicted label) `[ours, after DMUE's
+                                    # pairwise uncertainty]`
     # weighted regularization module
     wrm: Literal["rank", "none"] = "rank"  # rank: SCN's rank regularisation of c `[lineage: SCN]`
     beta: Fraction = 0.7            # high-confidence fraction of a batch `[lineage: SCN]`
     margin1: NonNeg = 0.07          # rank margin at batch 64 (0.15 at batch >= 256) `[lineage: SCN]`
     wr_weight: NonNeg = 1.0         # l_wr `[ours]`
-    class_weights: Literal["none", "inverse", "sqrt"] = "none"  # class-imbalance weights of the expression loss `[ours]`
+    # class-imbalance weights of the expression loss `[ours]`
+    class_weights: Literal["none", "inverse", "sqrt"] = "none"
     # action unit detection over a data-driven AU graph
     au: Literal["graph", "linear", "none"] = "graph"  # graph: ML-GCN classifiers `[lineage: ML-GCN]`
     au_weight: NonNeg = 1.0         # l_au `[ours]`
@@ -83,7 +86,8 @@ class MTACParams:
     template_center: bool = True    # centre features by their running mean before the cosine `[ours]`
     relabel_start: Positive = 1 / 6  # first relabel epoch: >= 1 an epoch (1-based), < 1 a fraction of the run `[ours]`
     relabel_group: Literal["low", "all"] = "low"  # low: only the batch's low-confidence group `[ours]`
-    relabel_votes: PosInt = 1       # consecutive visits (epochs) a sample must meet the rule, same k*, before it is relabelled `[ours]`
+    # consecutive visits (epochs) a sample must meet the rule, same k*, before it is relabelled `[ours]`
+    relabel_votes: PosInt = 1
     # fully- vs weakly-supervised
     aux_fraction: Prob = 1.0        # share of training samples keeping AU/VA labels `[ours]`
     aux_seed: NonNegInt = 0         # seed of that draw `[ours]`

@@ -16,7 +16,6 @@ from torch import Tensor
 
 from ..scn import high_group_mask, rank_regularization
 
-
 __all__ = ["class_weights", "high_group_mask", "rank_regularization"]
 
 

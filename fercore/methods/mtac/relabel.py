@@ -63,7 +63,8 @@ class ClassTemplates(nn.Module):
         the selected embedded features labelled k (a first update sets the value instead)."""
         if self.center:
             batch_mean = f.detach().float().mean(0)
-            self.mean.copy_(batch_mean if self.steps == 0 else self.momentum * self.mean + (1 - self.momentum) * batch_mean)
+            self.mean.copy_(batch_mean if self.steps == 0
+                            else self.momentum * self.mean + (1 - self.momentum) * batch_mean)
         self.steps += 1
         z = self.embed(f)[select]
         y = labels[select]

@@ -12,7 +12,6 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 
-
 class VAHead(nn.Module):
     """(valence, arousal) in [-1, 1]^2 from the pooled feature."""
 

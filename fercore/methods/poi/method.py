@@ -35,8 +35,7 @@ from .prior import au_vocabulary, load_tables, prior_matrix
 from .regions import DEFAULT_REGIONS, REGIONS
 from .soft_label import objective_soft_label
 from .trn import transfer_loss
-from .uncertainty import UncertaintyHead, log_penalty, rank_penalty, ramp
-
+from .uncertainty import UncertaintyHead, log_penalty, ramp, rank_penalty
 
 REGION_NAMES = tuple(REGIONS)
 PRIOR_TABLES = (*load_tables(), "learned")  # the tables of au_emotion_priors.yaml, or no prior knowledge
@@ -65,9 +64,11 @@ class POIParams:
     ml_temperature: Positive = 4.0
     # objective soft label and TRN transfer [ours]
     q_temperature: Positive = 4.0
-    transfer: Literal["dynamic", "fixed", "none"] = "dynamic"  # dynamic: w = u * ramp | fixed: w = w_fixed * ramp | none: w = 0
+    # dynamic: w = u * ramp | fixed: w = w_fixed * ramp | none: w = 0
+    transfer: Literal["dynamic", "fixed", "none"] = "dynamic"
     w_fixed: Prob = 0.5
-    ramp_start: Annotated[float, Range(0, 1, hi_open=True)] = 0.0  # fraction of the run before any transfer (PIN warm-up)
+    # fraction of the run before any transfer (PIN warm-up)
+    ramp_start: Annotated[float, Range(0, 1, hi_open=True)] = 0.0
     ramp_length: Positive = 1 / 6   # fraction of the run the sigmoid ramp-up takes
     # uncertainty regulariser [ours]
     u_input: Literal["feature", "feature+label"] = "feature"  # feature: u = MLP(f) | feature+label: MLP([f, one-hot y])

@@ -14,7 +14,7 @@ equally close to SynthFER's prototypes (row-wise cosine 0.86 and 0.90, notebook 
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ PRIOR_FILE = Path(__file__).with_name("au_emotion_priors.yaml")
 TABLES = ("emfacs", "du2014")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_tables() -> dict[str, dict]:
     """The prior tables: name -> {'citation', 'note', 'rows': {class: {AU: weight}}}."""
     return yaml.safe_load(PRIOR_FILE.read_text())

@@ -1,0 +1,337 @@
+"""The sweep runner: a grid of methods x noise protocols x seeds x named variants, run by `fit`.
+
+`python -m fercore sweep GRID.yaml [--workers N] [--backend local|submitit]` and
+`fercore.sweep.run(Grid(...))` for notebooks (docs/architecture.md#sweeps). A grid file:
+
+```yaml
+profile: quick
+base: {data.n_train: 2000}                # overrides of every cell
+methods: [ce, scn, rul, eac, mtac, poi]
+noise: [none, sym:0.2, sym:0.4, asym:0.3]
+seeds: [0, 1, 2]
+variants:                                  # named override sets; default: {default: {}}
+  default: {}
+  no-relabel: {mtac.relabel: none}         # a variant that sets <method>.<key> runs for that method only
+```
+
+Every cell's run directory is named by its whole config (`RunConfig.cell_name`: readable prefix +
+hash), so two variants never share a folder and no notebook needs hand-made names. A finished
+identical run is reused, an interrupted one resumed from its last checkpoint; a failing cell is
+recorded with its error while the others go on. `--workers N` runs N processes (one thread each
+on CPU, one GPU each when there are several); the `submitit` backend sends the same cells to
+Slurm (or to submitit's local executor). One tqdm bar over the grid, one line per finished cell;
+`<out_dir>/sweeps/<name>.json` records every cell's status, error and run directory.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from .config import METHOD_PARAMS, RunConfig, build_config, load_yaml, raise_problems
+from .errors import ConfigError
+from .files import write_atomic
+from .rundir import RunDir, code_hash
+
+BACKENDS = ("local", "submitit")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _override(key: str, value) -> str:
+    if isinstance(value, (list, tuple)):
+        return f"{key}=[{','.join(str(v) for v in value)}]"
+    if isinstance(value, bool):
+        return f"{key}={str(value).lower()}"
+    return f"{key}={value}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    method: str
+    noise: str
+    seed: int
+    variant: str
+    overrides: tuple[str, ...]       # every key=value of this cell, base first
+    profile: str
+
+    def config(self) -> RunConfig:
+        return build_config(self.profile, overrides=list(self.overrides))
+
+    @property
+    def label(self) -> str:
+        return f"{self.method}/{self.noise}/s{self.seed}/{self.variant}"
+
+
+@dataclass
+class Grid:
+    """methods x noise x seeds x variants over a base config (module docstring)."""
+
+    profile: str = "quick"
+    methods: list[str] = field(default_factory=lambda: ["ce"])
+    noise: list[str] = field(default_factory=lambda: ["none"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    variants: dict[str, dict] = field(default_factory=lambda: {"default": {}})
+    base: dict = field(default_factory=dict)
+    name: str = "sweep"
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Grid:
+        data = load_yaml(path)
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown grid key(s) {unknown}; expected {sorted(known)}")
+        data.setdefault("name", Path(path).stem)
+        return cls(**data)
+
+    def _variant_methods(self, overrides: dict) -> set[str]:
+        """The methods a variant applies to: those whose parameters it sets (or its `method`); all if none."""
+        flat = _flatten(overrides)
+        named = {k.split(".", 1)[0] for k in flat if k.split(".", 1)[0] in METHOD_PARAMS}
+        if "method" in flat:
+            named.add(str(flat["method"]))
+        return named
+
+    def cells(self) -> list[Cell]:
+        """Every cell, with its config checked (all problems of all cells reported at once)."""
+        problems = []
+        for key, kind in (("methods", list), ("noise", list), ("seeds", list), ("variants", dict), ("base", dict)):
+            if not isinstance(getattr(self, key), kind):
+                problems.append(f"grid key {key!r} must be a {kind.__name__}, got {getattr(self, key)!r}")
+        raise_problems(problems)
+        problems += [f"grid: unknown method {m!r}; expected one of {sorted(METHOD_PARAMS)}"
+                     for m in self.methods if m not in METHOD_PARAMS]
+        raise_problems(problems)
+        base = [_override(k, v) for k, v in _flatten(self.base).items()]
+        out = []
+        for vname, vover in self.variants.items():
+            targets = self._variant_methods(vover or {})
+            flat = {k: v for k, v in _flatten(vover or {}).items() if k != "method"}
+            for method in self.methods:
+                if targets and method not in targets:
+                    continue
+                for noise in self.noise:
+                    for seed in self.seeds:
+                        over = (*base, f"method={method}", f"data.noise={noise}", f"seed={seed}",
+                                *(_override(k, v) for k, v in flat.items()))
+                        cell = Cell(method, str(noise), int(seed), vname, over, self.profile)
+                        try:
+                            cell.config()
+                        except ConfigError as e:
+                            problems += [f"grid cell {cell.label}: {line}" for line in str(e).splitlines()]
+                        out.append(cell)
+        raise_problems(problems)
+        return out
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    status: str                      # reused | trained | resumed | failed
+    run_dir: str
+    seconds: float = 0.0
+    error: str = ""
+    last_acc: float | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["cell"] = {**asdict(self.cell), "overrides": list(self.cell.overrides)}
+        return d
+
+
+def run_cell(cell: Cell, threads: int = 0, device: str = "") -> CellResult:
+    """Train (or reuse, or resume) one cell in this process; an exception becomes a failed result.
+    `threads` and `device` are the worker's own settings: they do not change the cell's name."""
+    t0 = time.perf_counter()
+    run_dir = ""
+    try:
+        from .engine import fit  # the engine is imported in the worker that trains
+
+        name = cell.config().cell_name()
+        extra = [f"name={name}", "train.progress=false"]
+        extra += ([f"train.num_threads={threads}"] if threads else []) + ([f"device={device}"] if device else [])
+        cfg = build_config(cell.profile, overrides=[*cell.overrides, *extra])
+        rd = RunDir(Path(cfg.out_dir) / cfg.run_name)
+        run_dir = str(rd.path)
+        mode = _mode(rd, cfg)
+        before = _stamp(rd)
+        fit(cfg, if_exists=mode)
+        status = "resumed" if mode == "resume" else ("reused" if before is not None and _stamp(rd) == before
+                                                     else "trained")
+        return CellResult(cell, status, run_dir, time.perf_counter() - t0,
+                          last_acc=rd.summary["last"].get("test_acc"))
+    except Exception as e:  # noqa: BLE001 - a failing cell is recorded, the sweep goes on
+        tail = "".join(traceback.format_exception_only(type(e), e)).strip().splitlines()[-1]
+        return CellResult(cell, "failed", run_dir, time.perf_counter() - t0, error=tail)
+
+
+def _stamp(rd: RunDir) -> int | None:
+    """The finished run's summary file mtime (None: not finished): unchanged by fit means reused."""
+    try:
+        return rd.file("summary.json").stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _mode(rd: RunDir, cfg: RunConfig) -> str:
+    """'resume' an interrupted run of the same config and code, else 'reuse' (fit reuses or restarts)."""
+    try:
+        if rd.started and not rd.finished and rd.config == json.loads(cfg.to_json()) \
+                and rd.env.get("code_hash") == code_hash():
+            return "resume"
+    except (OSError, ValueError):
+        pass
+    return "reuse"
+
+
+def cell_run_dir(cell: Cell) -> RunDir:
+    """Where a cell's run lives (without training it)."""
+    cfg = cell.config()
+    return RunDir(Path(cfg.out_dir) / cfg.cell_name())
+
+
+def _prepare_data(cells: list[Cell]) -> None:
+    """Generate or decode each distinct dataset once, before the workers start (they read the cache)."""
+    from .data.datasets import load_dataset
+
+    seen = set()
+    for cell in cells:
+        data = cell.config().data
+        key = json.dumps(asdict(data), sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            load_dataset(data)
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+@dataclass
+class SweepResult:
+    grid: Grid
+    results: list[CellResult]
+    path: Path
+
+    @property
+    def failed(self) -> list[CellResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    def runs(self) -> list[tuple[Cell, RunDir]]:
+        """(cell, run directory) of every finished cell, in grid order."""
+        return [(r.cell, RunDir(r.run_dir)) for r in self.results if r.status != "failed"]
+
+    def summary(self) -> str:
+        counts = {s: sum(r.status == s for r in self.results) for s in ("trained", "resumed", "reused", "failed")}
+        lines = [f"sweep {self.grid.name}: {len(self.results)} cells: "
+                 + ", ".join(f"{n} {s}" for s, n in counts.items())]
+        lines += [f"  failed {r.cell.label}: {r.error}" for r in self.failed]
+        return "\n".join(lines)
+
+
+def run(grid: Grid, *, workers: int = 1, backend: str = "local", out_dir: str | None = None,
+        progress: bool = True, submitit_folder: str | None = None, slurm: dict | None = None) -> SweepResult:
+    """Run every cell of `grid`; returns the results (failed cells included, with their errors)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"sweep backend: expected one of {list(BACKENDS)}, got {backend!r}")
+    if workers < 1:
+        raise ConfigError(f"sweep --workers must be >= 1, got {workers}")
+    if out_dir:
+        grid = Grid(**{**asdict(grid), "base": {**grid.base, "out_dir": out_dir}})
+    cells = grid.cells()
+    summary_path = Path(cells[0].config().out_dir if cells else (out_dir or "runs")) / "sweeps" / f"{grid.name}.json"
+    _prepare_data(cells)
+    results: list[CellResult | None] = [None] * len(cells)
+    bar = tqdm(total=len(cells), desc=f"sweep {grid.name}", disable=not progress)
+
+    def done(i: int, r: CellResult) -> None:
+        results[i] = r
+        bar.update(1)
+        acc = f" last acc {r.last_acc:.4f}" if r.last_acc is not None else ""
+        msg = f"{r.status:8s} {r.cell.label}{acc} ({r.seconds:.0f} s)" + (f": {r.error}" if r.error else "")
+        tqdm.write(msg) if progress else print(msg, flush=True)
+        _write_summary(summary_path, grid, results)
+
+    if backend == "submitit":
+        _run_submitit(cells, done, submitit_folder or str(summary_path.parent / f"{grid.name}-submitit"), slurm)
+    elif workers == 1:
+        for i, cell in enumerate(cells):
+            done(i, run_cell(cell))
+    else:
+        gpus = _gpu_count()
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+            futures = {pool.submit(run_cell, cell, 0 if gpus else 1, f"cuda:{i % gpus}" if gpus > 1 else ""): i
+                       for i, cell in enumerate(cells)}
+            for fut in cf.as_completed(futures):
+                i = futures[fut]
+                try:
+                    done(i, fut.result())
+                except Exception as e:  # noqa: BLE001 - a worker that died (killed, out of memory)
+                    done(i, CellResult(cells[i], "failed", "", error=f"worker died: {type(e).__name__}: {e}"))
+    bar.close()
+    out = SweepResult(grid, [r for r in results if r is not None], summary_path)
+    return out
+
+
+def _run_submitit(cells: list[Cell], done, folder: str, slurm: dict | None) -> None:
+    """Each cell as one submitit job: Slurm when available, else submitit's local executor."""
+    import submitit  # optional: only this backend needs it
+
+    executor = submitit.AutoExecutor(folder=folder, cluster=None if _has_slurm() else "local")
+    executor.update_parameters(**(slurm or {"timeout_min": 60}))
+    jobs = [executor.submit(run_cell, cell, 1) for cell in cells]
+    for i, job in enumerate(jobs):
+        try:
+            done(i, job.result())
+        except Exception as e:  # noqa: BLE001 - the job itself failed (killed, node lost)
+            done(i, CellResult(cells[i], "failed", "", error=f"job {job.job_id} failed: {type(e).__name__}: "
+                                                             f"{str(e).splitlines()[0] if str(e) else ''}"))
+
+
+def _has_slurm() -> bool:
+    return any(os.access(Path(p) / "sbatch", os.X_OK) for p in os.environ.get("PATH", "").split(os.pathsep))
+
+
+def _write_summary(path: Path, grid: Grid, results: list[CellResult | None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps({"grid": asdict(grid), "cells": [r.to_dict() for r in results if r is not None]},
+                                  indent=2, default=str))
+
+
+def load_summary(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def grid_yaml(grid: Grid) -> str:
+    return yaml.safe_dump(asdict(grid), sort_keys=False)
