@@ -15,23 +15,27 @@ options:
   --profile NAME        smoke | quick | paper            (default: quick; test always uses smoke)
   --dataset NAME        dataset reader                   (default: synthfer, the embedded data)
   --data-root PATH      folder of a real dataset in its official layout
+  --label-source SRC    ferplus only: fer2013 = train on FER2013's own labels (real label noise)
   --device DEV          auto | cpu | cuda | cuda:N       (default: auto)
   --notebook NAME       run only notebooks whose file name starts with NAME (e.g. 00)
   --use-active-env      install into and use the active virtualenv/conda env instead of ./.venv
   -h, --help            show this help
 
-Executed notebooks go to runs/<profile>/notebooks/, training runs to runs/<profile>/,
-figures and tables to figures/ (quick), figures/paper/ (paper) or runs/smoke/figures/ (smoke).
+Executed notebooks go to runs/<profile>/notebooks/ and, rendered as HTML, to docs/notebooks/ (quick),
+docs/notebooks/paper/ (paper) or runs/smoke/html/ (smoke); training runs to runs/<profile>/;
+figures and tables to figures/ (quick), figures/paper/ (paper) or runs/smoke/figures/ (smoke),
+each folder with a README.md listing every file and the notebook that made it.
 TXT
 }
 
-mode=figures profile="" dataset=synthfer data_root="" device=auto only="" active=0
+mode=figures profile="" dataset=synthfer data_root="" device=auto only="" active=0 label_source=""
 while [ $# -gt 0 ]; do
   case "$1" in
     test) mode=test ;;
     --profile) profile="${2:?--profile needs a value}"; shift ;;
     --dataset) dataset="${2:?--dataset needs a value}"; shift ;;
     --data-root) data_root="${2:?--data-root needs a value}"; shift ;;
+    --label-source) label_source="${2:?--label-source needs a value}"; shift ;;
     --device) device="${2:?--device needs a value}"; shift ;;
     --notebook) only="${2:?--notebook needs a value}"; shift ;;
     --use-active-env) active=1 ;;
@@ -44,6 +48,11 @@ case "${profile:-quick}" in smoke|quick|paper) ;; *)
   echo "reproduce.sh: unknown profile '$profile'; expected smoke, quick or paper" >&2; exit 2 ;; esac
 if [ "$mode" = test ] && [ -n "$profile$data_root" ]; then
   echo "reproduce.sh: 'test' always runs the smoke profile on SynthFER; drop --profile/--data-root" >&2; exit 2
+fi
+case "$label_source" in ""|ferplus|fer2013) ;; *)
+  echo "reproduce.sh: unknown --label-source '$label_source'; expected ferplus or fer2013" >&2; exit 2 ;; esac
+if [ -n "$label_source" ] && [ "$dataset" != ferplus ]; then
+  echo "reproduce.sh: --label-source goes with --dataset ferplus" >&2; exit 2
 fi
 if [ -n "$data_root" ] && [ ! -d "$data_root" ]; then
   echo "reproduce.sh: --data-root '$data_root' is not a folder" >&2; exit 2
@@ -82,24 +91,36 @@ if [ "$mode" = test ]; then
   start=$SECONDS
   "$py" -m ruff check fercore tests benchmarks
   rm -rf runs/smoke  # notebooks reuse identical finished runs; tests must train from scratch
-  "$py" -m pytest tests "${notebooks[@]}" --nbval-lax --nbval-current-env \
-    --nbval-sanitize-with .ci/sanitize.cfg --nbval-cell-timeout 900 -q
+  # one pytest-xdist worker per core (at most 4), one thread each; a notebook's cells stay on one worker
+  workers="$("$py" -c 'import os; print(max(1, min(4, len(os.sched_getaffinity(0)))))')"
+  OMP_NUM_THREADS=1 "$py" -m pytest tests "${notebooks[@]}" -n "$workers" --dist loadfile \
+    --nbval-lax --nbval-current-env --nbval-sanitize-with .ci/sanitize.cfg --nbval-cell-timeout 900 -q
   echo "reproduce.sh: all tests passed in $((SECONDS - start)) s"
   exit 0
 fi
 
 outdir="runs/$profile/notebooks"
-mkdir -p "$outdir"
+case "$profile" in
+  quick) figdir=figures html=docs/notebooks ;;
+  paper) figdir=figures/paper html=docs/notebooks/paper ;;
+  *) figdir="runs/$profile/figures" html="runs/$profile/html" ;;
+esac
+mkdir -p "$outdir" "$html"
 start=$SECONDS
 for nb in "${notebooks[@]}"; do
   out="$outdir/$(basename "$nb")"
   echo "reproduce.sh: running $nb ($profile profile)"
   t=$SECONDS
+  extra=()  # LABEL_SOURCE only for the notebooks that take it
+  if [ -n "$label_source" ] && grep -q '"LABEL_SOURCE = ' "$nb"; then extra=(-r LABEL_SOURCE "$label_source"); fi
   if ! "$py" -m papermill "$nb" "$out" -k python3 --cwd notebooks --log-level WARNING \
-      -p PROFILE "$profile" -p DATASET "$dataset" -r DATA_ROOT "$data_root" -p DEVICE "$device"; then
+      -p PROFILE "$profile" -p DATASET "$dataset" -r DATA_ROOT "$data_root" -p DEVICE "$device" "${extra[@]}"; then
     echo "reproduce.sh: $nb failed; the cell that failed and its error are above and in $out" >&2
     exit 1
   fi
+  # the executed notebook as a page for people who read rather than run (figures embedded)
+  "$py" -m jupyter nbconvert --to html --log-level WARN --output-dir "$html" "$out"
   echo "reproduce.sh: $nb done in $((SECONDS - t)) s"
 done
-echo "reproduce.sh: ${#notebooks[@]} notebooks ran in $((SECONDS - start)) s; figures are in figures/"
+"$py" -c "from fercore.notebook import write_index; print(write_index('$figdir'))"
+echo "reproduce.sh: ${#notebooks[@]} notebooks ran in $((SECONDS - start)) s; figures in $figdir/, pages in $html/"

@@ -6,9 +6,10 @@ import json
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
-from .errors import ConfigError, DataError, NonFiniteLossError
+from .errors import ConfigError, DataError, NonFiniteLossError, Notice
 
 
 def _train(args) -> None:
@@ -30,11 +31,12 @@ def _train(args) -> None:
 def _eval(args) -> None:
     """Evaluate a run's last checkpoint on its test split (or the split `key=value` overrides select)."""
     from .data.datasets import load_dataset
-    from .engine import evaluate, resolve_device, restore
+    from .engine import check_compatible, evaluate, resolve_device, restore
 
     device = resolve_device(args.device)
     cfg, method = restore(args.run, device, args.overrides)
     _, test = load_dataset(cfg.data)
+    check_compatible(method.facts, test, args.run)  # before scoring: no class the model cannot predict
     ev = evaluate(method, test, cfg, device)
     report = {k: v for k, v in ev.items() if k not in ("pred", "prob")}
     report.update(run=str(args.run), dataset=cfg.data.dataset, n_test=len(test))
@@ -42,7 +44,9 @@ def _eval(args) -> None:
     print(line + (f", true-emotion acc {report['acc_true']:.4f}" if "acc_true" in report else "")
           + f" ({len(test)} images of {cfg.data.dataset})")
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
+        from .files import write_atomic
+
+        write_atomic(args.out, json.dumps(report, indent=2))
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -66,20 +70,11 @@ def image_files(paths: list[str]) -> list[Path]:
 
 
 def read_image(path: Path, size: int):
-    """(3, size, size) uint8 RGB, resized like the readers do (antialiased)."""
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms.v2 import functional as TF
+    """(3, size, size) uint8 RGB, decoded and resized exactly as the readers do (`decode`: modes,
+    16-bit, transparency, the size limits)."""
+    from .data.readers.decode import decode
 
-    from .errors import DataError
-
-    try:
-        with Image.open(path) as im:
-            img = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise DataError(f"{path}: cannot decode image ({str(e).splitlines()[0]})") from None
-    return TF.resize(img, [size, size], antialias=True) if img.shape[-2:] != (size, size) else img
+    return decode(path, size)[0]
 
 
 def predict_table(run: str, files: list[Path], device: str = "cpu", batch_size: int = 64):
@@ -112,14 +107,16 @@ def predict_table(run: str, files: list[Path], device: str = "cpu", batch_size: 
 
 
 def _predict(args) -> None:
+    from .files import write_atomic
+
+    if args.batch_size < 1:
+        raise ConfigError(f"predict --batch-size must be >= 1, got {args.batch_size}")
     table = predict_table(args.run, image_files(args.images), args.device, args.batch_size)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.out:
         out = Path(args.out)
-        if out.suffix == ".json":
-            out.write_text(table.to_json(orient="records", indent=2))
-        else:
-            table.to_csv(out, index=False)
+        write_atomic(out, table.to_json(orient="records", indent=2) if out.suffix == ".json"
+                     else table.to_csv(index=False))
 
 
 def _data_export(args) -> None:
@@ -140,11 +137,47 @@ def _data_check(args) -> int:
     from .config import build_config
     from .data.doctor import check
 
+    if args.decode < -1:
+        raise ConfigError(f"data check --decode must be a count >= 0 (or -1: every image), got {args.decode}")
     cfg = build_config(args.profile, args.config, [*args.overrides, f"data.dataset={args.dataset}",
                                                    f"data.data_root={args.data_root}"])
     report = check(cfg.data, decode=args.decode)
     print(report.text())
     return 0 if report.ok else 1
+
+
+def _bench(args) -> int:
+    from .bench import VARIANTS, main
+    from .methods import METHODS
+
+    bad = [m for m in args.methods or [] if m not in METHODS] + [v for v in args.variants or [] if v not in VARIANTS]
+    if bad:
+        raise ConfigError(f"bench: unknown method(s) or variant(s) {bad}; methods {sorted(METHODS)}, "
+                          f"variants {list(VARIANTS)}")
+    for key in ("size", "batch", "n_images", "steps", "workers"):
+        if getattr(args, key) < (0 if key == "workers" else 1):
+            raise ConfigError(f"bench --{key.replace('_', '-')} must be >= {0 if key == 'workers' else 1}, "
+                              f"got {getattr(args, key)}")
+    return main(args)
+
+
+def _pretrain(args) -> int:
+    """Train (or find in the cache) a backbone: a preset, changed by key=value overrides."""
+    from .config import apply, parse_overrides
+    from .pretrain import PREFIX, PRESETS, preset, pretrain, record_of
+
+    cfg = apply(preset(PREFIX + args.preset), parse_overrides(args.overrides), "pretrain.")
+    path = pretrain(cfg, verbose=True)
+    rec = record_of(path)
+    last = rec["history"][-1]
+    print(f"{path}: {cfg.objective} pretraining of {cfg.backbone} on {cfg.n_train} SynthFER faces (seed "
+          f"{cfg.synthfer.seed}), {cfg.epochs} epochs in {rec['train_s']:.0f} s; last epoch: "
+          + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "epoch"))
+    if cfg == PRESETS.get(args.preset):
+        print(f"use it with model.weights={PREFIX}{args.preset} (or model.weights={path})")
+    else:
+        print(f"use it with model.weights={path}")
+    return 0
 
 
 def _sweep(args) -> int:
@@ -154,11 +187,26 @@ def _sweep(args) -> int:
     grid = Grid.from_yaml(args.grid)
     if args.profile:
         grid.profile = args.profile
+    for item in args.overrides:  # key=value for every cell, on top of the grid's base
+        key, _, value = item.partition("=")
+        grid.base[key] = value
     result = run(grid, workers=args.workers, backend=args.backend, out_dir=args.out_dir,
                  progress=not args.no_progress)
     print(result.summary())
     print(f"sweep summary: {result.path}")
     return 1 if result.failed else 0
+
+
+def _pseudo_label(args) -> None:
+    """AU / VA side files for a dataset from a finished run that predicts them (fercore/pseudo_label.py)."""
+    from .pseudo_label import pseudo_label, summary_lines
+
+    s = pseudo_label(args.run, args.dataset, args.data_root, args.out, overrides=args.overrides,
+                     splits=tuple(x.strip() for x in args.splits.split(",") if x.strip()),
+                     tasks=tuple(x.strip() for x in args.tasks.split(",") if x.strip()) if args.tasks else None,
+                     au_threshold=args.au_threshold, va_threshold=args.va_threshold, au_map=args.au_map,
+                     tta=args.tta, device=args.device, batch_size=args.batch_size or None)
+    print("\n".join(summary_lines(s)))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -196,14 +244,58 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="also write the table to this .csv or .json file")
     pr.set_defaults(func=_predict)
 
+    pt = sub.add_parser("pretrain", help="fercore's own backbone pretraining on SynthFER (cached by its config)")
+    pt.add_argument("--preset", default="au32", help="au32 (the quick profile's start) | identity32 | "
+                                                     "expression32 | au32-smoke")
+    pt.add_argument("overrides", nargs="*", metavar="key=value", help="change the preset, e.g. epochs=8 "
+                                                                       "objective=identity synthfer.identities=200")
+    pt.set_defaults(func=_pretrain)
+
     sw = sub.add_parser("sweep", help="run a grid of methods x noise x seeds x variants (a YAML grid file)")
-    sw.add_argument("grid", help="grid YAML file (see fercore/sweep.py)")
+    sw.add_argument("grid", help="grid YAML file, or the name of one of fercore/grids/ (noise_sweep, ablations)")
+    sw.add_argument("overrides", nargs="*", metavar="key=value", help="set for every cell, e.g. device=cuda")
     sw.add_argument("--profile", help="override the grid's profile")
     sw.add_argument("--workers", type=int, default=1, help="local processes (one thread each on CPU)")
     sw.add_argument("--backend", default="local", help="local | submitit (Slurm, or submitit's local executor)")
     sw.add_argument("--out-dir", help="where the runs go (default: the grid's base out_dir)")
     sw.add_argument("--no-progress", action="store_true", help="no progress bar (one line per cell)")
     sw.set_defaults(func=_sweep)
+
+    b = sub.add_parser("bench", help="fercore's pipeline vs the peers' way; every method's step time vs ce")
+    b.add_argument("--size", type=int, default=64, help="image size (default 64; the GPU check uses 112 and 224)")
+    b.add_argument("--backbone", default="resnet18")
+    b.add_argument("--batch", type=int, default=64)
+    b.add_argument("--n-images", type=int, default=1024, help="SynthFER faces exported to the RAF-DB layout")
+    b.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    b.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    b.add_argument("--workers", type=int, default=2, help="DataLoader workers of the peers' pipeline")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--methods", nargs="+", help="default: every registered method")
+    b.add_argument("--variants", nargs="+", help="fp32 channels_last bf16 bf16+channels_last bf16+channels_last+compile"
+                                                 " (default: all on CUDA, fp32 on CPU)")
+    b.add_argument("--json", help="also write every figure to this JSON file")
+    b.set_defaults(func=_bench)
+
+    pl = sub.add_parser("pseudo-label", help="AU / valence-arousal side files for a dataset, from a finished run "
+                                             "that predicts them (docs/datasets.md#side-files)")
+    pl.add_argument("run", help="run directory of a method that predicts AUs and/or VA (e.g. MTAC)")
+    pl.add_argument("--dataset", required=True, help="reader name of the dataset to label, e.g. rafdb, fer2013")
+    pl.add_argument("--data-root", default="", help="its folder in the official layout (empty for synthfer)")
+    pl.add_argument("--out", required=True, help="side file to write (CSV; a FILE.json record beside it)")
+    pl.add_argument("--splits", default="train", help="train | test | train,test (default: train)")
+    pl.add_argument("--tasks", default="", help="au | va | au,va (default: every task the run predicts)")
+    pl.add_argument("--au-threshold", type=float, default=0.5,
+                    help="keep an AU entry when |2p - 1| >= this (default 0.5: p <= 0.25 or p >= 0.75)")
+    pl.add_argument("--va-threshold", type=float, default=0.9,
+                    help="keep a VA row when its mirrored-view agreement >= this (default 0.9)")
+    pl.add_argument("--au-map", default="", help="RUN_AU[:FILE_AU],... : which of the run's AUs to write, and "
+                                                 "their names in the file (default: all, own names)")
+    pl.add_argument("--tta", choices=["flip", "none"], default="flip", help="average with the mirrored face")
+    pl.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
+    pl.add_argument("--batch-size", type=int, default=0, help="0: the run's eval batch size")
+    pl.add_argument("overrides", nargs="*", metavar="key=value", help="data keys of the labelled dataset, "
+                                                                       "e.g. data.protocol=ferplus7")
+    pl.set_defaults(func=_pseudo_label)
 
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -216,7 +308,8 @@ def parser() -> argparse.ArgumentParser:
     common(c)
     c.add_argument("--dataset", required=True, help="reader name, e.g. rafdb, affectnet8, ferplus, ckplus")
     c.add_argument("--data-root", required=True, help="folder of the dataset in its official layout")
-    c.add_argument("--decode", type=int, default=32, help="images opened per split (-1: all; default 32)")
+    c.add_argument("--decode", type=int, default=-1, metavar="N",
+                   help="decode only N evenly spaced images per split, a sample (default: every image)")
     c.set_defaults(func=_data_check)
     return p
 
@@ -239,11 +332,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each on stderr: fercore's notices, and any library's warning."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    kind = "notice" if issubclass(category, Notice) else f"warning: {category.__name__}"
+    print(f"fercore: {kind}: {text}", file=sys.stderr)
+
+
+def _error_lines(e: BaseException) -> list[str]:
+    if isinstance(e, OSError) and e.filename is not None and not str(e).startswith(str(e.filename)):
+        return [f"{e.filename}: {e.strerror or e}"]
+    return str(e).splitlines() or [type(e).__name__]
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 1 a check found problems (data check, failed sweep cells) or an internal
+    error, 2 bad input (one `fercore: error:` line per problem), 130 interrupted. No traceback is
+    printed unless FERCORE_TRACEBACK=1 is set."""
     args = parse_args(argv)
-    try:
-        return args.func(args) or 0  # a command may return a non-zero exit code (data check)
-    except (ConfigError, DataError, NonFiniteLossError, FileExistsError) as e:
-        for line in str(e).splitlines() or [type(e).__name__]:
-            print(f"fercore: error: {line}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", Notice)
+        warnings.showwarning = _show_warning
+        try:
+            return args.func(args) or 0  # a command may return a non-zero exit code (data check)
+        except (ConfigError, DataError, NonFiniteLossError, FileExistsError, OSError) as e:
+            for line in _error_lines(e):
+                print(f"fercore: error: {line}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("fercore: interrupted; every file written so far is complete (train --resume continues a run)",
+                  file=sys.stderr)
+            return 130
+        except Exception as e:  # a bug in fercore: one line, the traceback on request
+            if os.environ.get("FERCORE_TRACEBACK"):
+                raise
+            print(f"fercore: internal error: {type(e).__name__}: {_error_lines(e)[0]} (a bug in fercore: "
+                  f"please report it; FERCORE_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+            return 1

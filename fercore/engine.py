@@ -25,17 +25,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed
-from .config import Amp, MemoryFormat, OptimConfig, RunConfig, check_choice, from_run_config
+from . import distributed, pretrain
+from .config import Amp, MemoryFormat, OptimConfig, RunConfig, check_choice, from_run_config, identity_of
 from .data.augment import Augment
 from .data.datasets import load_dataset
 from .data.faceset import FaceSet
 from .data.loader import Loader
 from .distributed import Dist
-from .errors import ConfigError, NonFiniteLossError, RunError
+from .errors import ConfigError, NonFiniteLossError, RunError, notice
 from .methods import get_method
 from .methods.base import DataFacts, Method, SampleRecord, TrainState
 from .metrics import auxiliary_report, classification_report
+from .models.backbone import unknown_model
 from .models.weights import load_backbone_weights
 from .rundir import RunDir, code_hash, environment
 
@@ -44,6 +45,10 @@ def resolve_device(spec: str) -> torch.device:
     """`device`: 'auto' = CUDA when torch sees it, else CPU; an explicit CUDA device must exist."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from .config import DEVICE_PATTERN
+
+    if not DEVICE_PATTERN.fullmatch(str(spec)):
+        raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {spec!r}")
     dev = torch.device(spec)
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
         raise ConfigError(f"config key 'device' is {spec!r}, but torch sees "
@@ -135,10 +140,11 @@ def prepare_method(method: Method, cfg: RunConfig, device: torch.device) -> Meth
 
 @torch.no_grad()
 def infer(method: Method, data: FaceSet, cfg: RunConfig, device: torch.device | str, *,
-          dist: Dist | None = None, batch_size: int | None = None) -> dict[str, np.ndarray]:
+          dist: Dist | None = None, batch_size: int | None = None, features: bool = False) -> dict[str, np.ndarray]:
     """`method.predict` over `data` in order, in eval mode, without augmentation, with the run's
     own normalisation, precision and memory format: 'prob' (softmax of the logits) plus every other
-    estimate (importance, uncertainty, confidence, AUs, VA, POI's region distributions).
+    estimate (importance, uncertainty, confidence, AUs, VA, POI's region distributions); with
+    `features`, also 'feature', the backbone's pooled feature (POI: TRN's).
     Distributed: each rank scores a slice, the rows are gathered in order."""
     d = dist or Dist()
     device = torch.device(device)
@@ -158,6 +164,8 @@ def infer(method: Method, data: FaceSet, cfg: RunConfig, device: torch.device | 
             batch.pop("label")
         with _autocast(device, dtype):
             out = method.predict(_to_memory_format(batch, channels_last))
+            if features:
+                out["feature"] = method.backbone(batch["image"])
         out["prob"] = out.pop("logits").float().softmax(1)
         for k, v in out.items():
             parts.setdefault(k, []).append(v.float())
@@ -167,7 +175,9 @@ def infer(method: Method, data: FaceSet, cfg: RunConfig, device: torch.device | 
 
 def evaluate(method: Method, data: FaceSet, cfg: RunConfig, device: torch.device, *, dist: Dist | None = None) -> dict:
     """Metrics of `method` on `data` (against its labels, and its true labels where known),
-    plus the per-sample predictions ('pred', 'prob')."""
+    plus the per-sample predictions ('pred', 'prob'). `data` must match what the method was trained
+    on (image size, classes: `check_compatible`), so no class it cannot predict is counted."""
+    check_compatible(method.facts, data)
     est = infer(method, data, cfg, device, dist=dist)
     pred = est["prob"].argmax(1)
     out = classification_report(data.label.numpy(), pred, data.num_classes)
@@ -183,37 +193,46 @@ def restore(run_dir: str | Path, device: str | torch.device = "cpu",
     """Rebuild the method of a run directory from its config.json and checkpoint.pt alone (no
     training data: the checkpoint carries the DataFacts). `overrides` change the config (e.g.
     data keys for evaluating on another dataset); the model must stay the same. Returned in eval
-    mode. Every damaged or missing file is a RunError naming it."""
+    mode. Every damaged or missing file is a RunError naming it; a run that did not finish is
+    restored from its last checkpoint with a notice saying so."""
     rd = RunDir(Path(run_dir))
     if not rd.path.is_dir():
         raise RunError(f"{rd.path}: no such run directory")
     if not rd.file("config.json").is_file() or not rd.started:
         raise RunError(f"{rd.path} is not a run directory with a checkpoint ({rd.status()}; "
                        f"config.json and checkpoint.pt expected)")
-    cfg = from_run_config(rd.config, overrides)
+    stored = rd.config
+    try:
+        from_run_config(stored)
+    except ConfigError as e:  # the file's own values, before the caller's overrides
+        raise RunError("\n".join(f"{rd.file('config.json')}: {line}" for line in str(e).splitlines())) from None
+    cfg = from_run_config(stored, overrides)
     device = torch.device(device) if not isinstance(device, torch.device) else device
     ckpt = rd.load_checkpoint(map_location=device)
     if "facts" not in ckpt:
         raise RunError(f"{rd.file('checkpoint.pt')}: written by an older fercore without data facts; "
                        f"retrain the run to use eval/predict")
-    facts = DataFacts(**json.loads(ckpt["facts"]))
-    method = get_method(cfg.method)(cfg, facts)
     try:
+        facts = DataFacts(**json.loads(ckpt["facts"]))
+        method = get_method(cfg.method)(cfg, facts)
         method.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
         raise RunError(f"{rd.file('checkpoint.pt')}: does not fit the run's model "
-                       f"({str(e).splitlines()[0][:200]})") from None
+                       f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
+    if not rd.finished:
+        notice(f"{rd.path}: the run did not finish ({rd.status()}); using its last checkpoint "
+               f"(epoch {ckpt['epoch']}): `fercore train ... --resume` completes it")
     method = prepare_method(method, cfg, device)
     return cfg, method.eval()
 
 
 def predict_run(run_dir: str | Path, data: FaceSet, device: str | torch.device = "cpu",
-                batch_size: int | None = None) -> dict[str, np.ndarray]:
+                batch_size: int | None = None, features: bool = False) -> dict[str, np.ndarray]:
     """`infer` of a run directory's trained method on `data`, with the run's own normalisation."""
     device = torch.device(device)
     cfg, method = restore(run_dir, device)
     check_compatible(method.facts, data, run_dir)
-    return infer(method, data, cfg, device, batch_size=batch_size)
+    return infer(method, data, cfg, device, batch_size=batch_size, features=features)
 
 
 def check_compatible(facts: DataFacts, data: FaceSet, run_dir: str | Path = "the run") -> None:
@@ -327,6 +346,9 @@ def fit(cfg: RunConfig, data: tuple[FaceSet, FaceSet] | None = None, *, if_exist
     rank 0 writes.
     """
     writer = _tensorboard_writer(cfg)
+    backbone_problem = unknown_model(cfg.model.backbone, "model.backbone")
+    if backbone_problem is not None:  # before the data is generated or decoded into the cache
+        raise backbone_problem
     d, device = _setup_process(cfg)
     seed_everything(cfg.seed)
     train, test = data if data is not None else _load_data(cfg, d)
@@ -348,9 +370,10 @@ def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def _check_existing(rd: RunDir, config_json: dict, if_exists: str) -> None:
-    """'resume' and 'reuse' never continue or delete a run of another config."""
+    """'resume' and 'reuse' never continue or delete a run of another config (keys that do not
+    change a result, such as the thread count, may differ: `config.identity_of`)."""
     if if_exists in ("resume", "reuse") and rd.started and rd.file("config.json").is_file():
-        diff = _config_diff(rd.config, config_json)
+        diff = _config_diff(identity_of(rd.config), identity_of(config_json))
         if diff:
             raise ConfigError(f"{rd.path} holds a run of another config (it differs in {', '.join(diff)}); "
                               f"give this run its own name=..., or overwrite that one")
@@ -427,13 +450,18 @@ def _resume(rd: RunDir, method: Method, opt, sched, state: TrainState, d: Dist, 
     ckpt = rd.load_checkpoint(map_location=device)
     if ckpt is None:
         return 0, [], None
-    method.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    sched.load_state_dict(ckpt["scheduler"])
-    state.labels.copy_(ckpt["labels"])
-    state.step, state.relabels = ckpt["step"], json.loads(ckpt["relabels"])
-    history = json.loads(ckpt["history"])
-    _set_rng_state(ckpt["rng"])
+    try:
+        method.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        state.labels.copy_(ckpt["labels"])
+        state.step, state.relabels = ckpt["step"], json.loads(ckpt["relabels"])
+        history = json.loads(ckpt["history"])
+        _set_rng_state(ckpt["rng"])
+    except (RuntimeError, TypeError, ValueError, KeyError, IndexError) as e:
+        raise RunError(f"{rd.file('checkpoint.pt')}: cannot be resumed ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:160] if str(e) else 'incomplete'}); the file is damaged: "
+                       f"start the run again with --overwrite") from None
     if d.main:
         rd.write_metrics(history)
     return ckpt["epoch"], history, rd.load_diagnostics() or None
@@ -490,22 +518,41 @@ def _eval_due(cfg: RunConfig, epoch: int) -> bool:
     return (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs
 
 
+def _load_weights(method: Method, cfg: RunConfig, d: Dist) -> dict:
+    """`model.weights` into the backbone (and the method's other backbone-shaped modules, e.g. POI's
+    PIN stem), strictly; `pretrain:<preset>` is fercore's own pretraining, trained on first use."""
+    path = pretrain.resolve(cfg.model.weights, verbose=d.main and cfg.train.progress)
+    report = load_backbone_weights(method.backbone, path)
+    for name, module in method.extra_weight_targets().items():
+        report.setdefault("also_loaded", {})[name] = load_backbone_weights(module, path)["loaded"]
+    if cfg.model.weights.startswith(pretrain.PREFIX):
+        report["pretrain"] = {"preset": cfg.model.weights, "key": pretrain.preset(cfg.model.weights).key()}
+    if d.main and cfg.train.progress:
+        print(f"{cfg.method}: loaded {report['loaded']} backbone tensors from {report['path']} "
+              f"({report['format']}, sha256 {report['sha256'][:12]}); ignored {len(report['ignored'])} "
+              f"checkpoint tensors: {report['ignored'][:8]}" + (f"; also into {report['also_loaded']}"
+                                                                 if "also_loaded" in report else ""))
+    return report
+
+
 def _fit_locked(cfg: RunConfig, rd: RunDir, train: FaceSet, test: FaceSet, if_exists: str, d: Dist,
                 device: torch.device, writer) -> RunDir:
     """`fit` once its run directory is locked: no second process can reuse, resume or delete it."""
     # --- open the run: reuse it, or check everything, then (re)start or resume it ---
     config_json = json.loads(cfg.to_json())
-    if if_exists == "reuse" and rd.finished_with(config_json, code_hash(), (train.fingerprint(), test.fingerprint())):
-        return rd
+    why = None  # why an existing run is not reused (said before it is replaced)
+    if if_exists == "reuse" and rd.path.is_dir() and rd.is_fercore_run and (rd.started or rd.finished):
+        why = rd.why_not_reusable(config_json, code_hash(), (train.fingerprint(), test.fingerprint()))
+        if why is None:
+            return rd
     _check_existing(rd, config_json, if_exists)
     method = get_method(cfg.method)(cfg, train)      # data-dependent checks happen here, before any file
-    weights = load_backbone_weights(method.backbone, cfg.model.weights) if cfg.model.weights else None
-    if weights is not None and d.main:
-        print(f"{cfg.method}: loaded {weights['loaded']} backbone tensors from {weights['path']} "
-              f"({weights['format']}, sha256 {weights['sha256'][:12]}); ignored {len(weights['ignored'])} "
-              f"checkpoint tensors: {weights['ignored'][:8]}")
+    weights = _load_weights(method, cfg, d) if cfg.model.weights else None
     resume = if_exists == "resume" and rd.started
     if d.main:
+        if why is not None:
+            hint = " (--resume would continue it)" if not rd.finished else ""
+            notice(f"{rd.path}: not reused: {why}; training it again{hint}")
         rd.prepare("resume" if resume else if_exists)
         rd.write_config(config_json)
         rd.write_env(_environment(cfg, method, train, test, d, device, weights))

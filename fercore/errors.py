@@ -15,3 +15,15 @@ class NonFiniteLossError(RuntimeError):
 
 class RunError(ConfigError):
     """A run directory problem: damaged or missing files, an unfinished run, a folder fercore did not make."""
+
+
+class Notice(UserWarning):
+    """Something the user should know that does not stop the command: an unfinished run used, a
+    damaged cache entry rebuilt, a run not reused. The CLI prints each as one `fercore: notice:` line."""
+
+
+def notice(message: str) -> None:
+    """Emit a `Notice` (one line on the CLI; a warning in a notebook)."""
+    import warnings
+
+    warnings.warn(message, Notice, stacklevel=2)

@@ -6,8 +6,11 @@ the pretraining cache all take their hashes, their temporary files and their cac
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import hashlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,18 +40,103 @@ def sha256_text(text: str, length: int = 64) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+class WriteError(OSError):
+    """A file could not be written (disk full, read-only folder, a file where a folder should be);
+    its message names the file, the reason and the free space, and nothing was left half-written."""
+
+
+def _tmp_name(path: Path, pid: int) -> Path:
+    return path.with_name(f".{path.name}.{pid}.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_tmp(path: str | Path) -> list[Path]:
+    """Delete the temporary files that `atomic_path(path)` left behind in processes that were killed
+    before they could clean up (their pid is gone); returns what was deleted. Only fercore's own
+    pattern `.<name>.<pid>.tmp` is touched."""
+    path = Path(path)
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        pid = tmp.name[len(path.name) + 2:-4]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def write_failure(path: Path, error: BaseException, written: int = 0) -> WriteError | None:
+    """A WriteError naming `path` if `error` means the file could not be written (any OSError, or
+    torch's serialiser failing on a short write), else None (a bug or bad data: let it through)."""
+    if isinstance(error, OSError):
+        why = error.strerror or str(error) or type(error).__name__
+        code = error.errno
+    elif isinstance(error, RuntimeError) and any(t in str(error) for t in (
+            "PytorchStreamWriter", "inline_container", "file write failed", "unexpected pos")):
+        why, code = "the write stopped short", errno.ENOSPC
+    else:
+        return None
+    try:
+        free = f"{shutil.disk_usage(_existing_parent(path)).free / 2**20:.1f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    if written:
+        free += f", {written / 2**20:.1f} MiB written when it stopped"
+    hint = {errno.ENOTDIR: "a file stands where a folder should be: choose another folder",
+            errno.EACCES: "the folder is not writable: choose a writable one",
+            errno.EROFS: "the file system is read-only: choose a writable folder",
+            errno.EPERM: "the folder is not writable: choose a writable one"}.get(
+        code, "free some space (or choose another folder)")
+    return WriteError(f"{path}: cannot be written ({why}; {free}); nothing was left half-written: "
+                      f"{hint}, then run the command again")
+
+
+def _existing_parent(path: Path) -> Path:
+    for p in path.parents:
+        if p.is_dir():
+            return p
+    return Path("/")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; when the block ends without error the temporary file
-    replaces `path` in one rename, so a reader never sees half a file. On any error (a full disk
-    included) the temporary file is removed and `path` is left as it was."""
+    replaces `path` in one rename, so a reader never sees half a file. On any error the temporary
+    file is removed and `path` is left as it was; a failed write (a full disk, a read-only folder,
+    torch's serialiser stopping short) is a `WriteError` naming `path` and the free space.
+    Temporary files of killed processes for the same `path` are removed first."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _tmp_name(path, os.getpid())
+    remove_stale_tmp(path)
     try:
         yield tmp
         os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            written = tmp.stat().st_size
+        except OSError:
+            written = 0
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # first, so the message counts the space it took as free
+        failure = write_failure(path, e, written)
+        if failure is not None:
+            raise failure from e
+        raise
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp.unlink()
 
 

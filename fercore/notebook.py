@@ -1,40 +1,122 @@
-"""What every notebook's second cell does: check the papermill parameters, then derive the paths
+"""What every notebook's second cell does, and how notebooks write figures and tables
 (docs/notebooks.md#4-the-validation-cell).
 
 A notebook's `parameters` cell holds flat upper-case literals; papermill injects overrides after
-it. `parameters(globals(), NOISE=str, ...)` then checks that exactly the expected upper-case names
-are present (an injected typo such as `-p EPOCS 3` would otherwise be a silent new variable), each
-of its type, that PROFILE is a known profile and DATA_ROOT goes with a real DATASET, and returns
-the derived values the notebook uses in lower case.
+it. `nb = parameters(globals(), "05_noise_sweep", NOISE=str, ...)` then checks that exactly the
+expected upper-case names are present (an injected typo such as `-p EPOCS 3` would otherwise be a
+silent new variable), each of its type, that PROFILE is a known profile and DATA_ROOT goes with a
+real DATASET, and returns a `Notebook` with the derived paths.
+
+Every figure and table goes through `nb.figure`, `nb.table` or `nb.text`: the file is written under
+the profile's figure folder and recorded with its caption, the notebook, the profile, the dataset
+and the parameters in `<fig_dir>/.manifest/<notebook>.json`; `write_index(fig_dir)` turns the
+manifests into `<fig_dir>/README.md` (docs/notebooks.md#7-figures-and-tables).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from types import SimpleNamespace
 
 from .config import PROFILES
+from .files import write_atomic
 
 COMMON = {"PROFILE": str, "DATASET": str, "DATA_ROOT": str, "DEVICE": str}  # reproduce.sh passes these four
 FIGURES = {"smoke": "../runs/smoke/figures", "quick": "../figures", "paper": "../figures/paper"}
+MANIFEST = ".manifest"
 
 
-def parameters(scope: dict, **spec: type) -> SimpleNamespace:
-    """Check the notebook's upper-case globals against COMMON + `spec` (name -> type) and return
-    `profile`, `out_dir` (runs shared by all notebooks), `fig_dir` (where this profile's figures go),
-    `work_dir` (scratch files) and `data` (the `key=value` overrides every run of the notebook takes)."""
+class Notebook:
+    """A notebook's checked parameters, its paths, and the writer of its figures and tables."""
+
+    def __init__(self, name: str, params: dict) -> None:
+        self.name, self.params = name, params
+        self.profile = params["PROFILE"]
+        self.out_dir = Path(params.get("OUT_DIR") or f"../runs/{self.profile}/runs")  # runs shared by all notebooks
+        self.fig_dir = Path(FIGURES.get(self.profile, f"../figures/{self.profile}"))
+        self.table_dir = self.fig_dir / "tables"
+        self.work_dir = Path(f"../runs/{self.profile}/data")                           # scratch files
+        # the overrides every run of the notebook takes
+        self.data = [f"data.dataset={params['DATASET']}", f"data.data_root={params['DATA_ROOT']}",
+                     f"device={params['DEVICE']}", f"out_dir={self.out_dir}"]
+        self._entries: list[dict] = []
+
+    # --- writing ---------------------------------------------------------------------------------
+    def _record(self, path: Path, caption: str, kind: str) -> Path:
+        rel = path.relative_to(self.fig_dir).as_posix()
+        self._entries = [e for e in self._entries if e["file"] != rel]
+        self._entries.append({"file": rel, "kind": kind, "caption": caption, "notebook": self.name,
+                              "profile": self.profile, "dataset": self.params["DATASET"],
+                              "parameters": {k: v for k, v in self.params.items() if k not in COMMON}})
+        manifest = self.fig_dir / MANIFEST / f"{self.name}.json"
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(manifest, json.dumps(self._entries, indent=1, default=str))
+        return path
+
+    def figure(self, fig, filename: str, caption: str) -> Path:
+        """Save a matplotlib figure as PNG under the figure folder (and close it); record it."""
+        from .plots import save
+
+        return self._record(save(fig, self.fig_dir / filename), caption, "figure")
+
+    def table(self, df, name: str, caption: str, digits: int = 3) -> Path:
+        """Write a table as Markdown, LaTeX (booktabs) and CSV under `<fig_dir>/tables/`; record it."""
+        from .tables import write_table
+
+        paths = write_table(df, self.table_dir / name, caption, digits)
+        return self._record(paths[0], caption, "table")
+
+    def text(self, content: str, filename: str, caption: str) -> Path:
+        """Write a text or Markdown file under the figure folder; record it."""
+        path = self.fig_dir / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, content)
+        return self._record(path, caption, "text")
+
+
+def parameters(scope: dict, name: str, **spec: type) -> Notebook:
+    """Check the notebook's upper-case globals against COMMON + `spec` (name -> type); `name` is the
+    notebook's file stem (it labels the figures it writes)."""
     spec = {**COMMON, **spec}
     given = {k: v for k, v in scope.items() if k.isupper() and not k.startswith("_")}
     unknown, missing = sorted(set(given) - set(spec)), sorted(set(spec) - set(given))
     assert not unknown and not missing, f"unknown parameters: {unknown}, missing: {missing}"
     for k, t in spec.items():
         assert type(given[k]) is t, f"{k} must be {t.__name__}, got {given[k]!r}"
-    profile = given["PROFILE"]
-    assert profile in PROFILES, f"PROFILE must be one of {sorted(PROFILES)}, got {profile!r}"
+    assert given["PROFILE"] in PROFILES, f"PROFILE must be one of {sorted(PROFILES)}, got {given['PROFILE']!r}"
     assert (given["DATASET"] == "synthfer") == (given["DATA_ROOT"] == ""), \
         "DATA_ROOT goes with a real DATASET, and only then"
-    out_dir = Path(given.get("OUT_DIR") or f"../runs/{profile}/runs")
-    fig_dir = Path(FIGURES.get(profile, f"../figures/{profile}"))
-    data = [f"data.dataset={given['DATASET']}", f"data.data_root={given['DATA_ROOT']}",
-            f"device={given['DEVICE']}", f"out_dir={out_dir}"]
-    return SimpleNamespace(profile=profile, out_dir=out_dir, fig_dir=fig_dir, work_dir=Path(f"../runs/{profile}/data"),
-                           data=data)
+    return Notebook(name, given)
+
+
+def write_index(fig_dir: str | Path, title: str = "Figures and tables") -> Path:
+    """`<fig_dir>/README.md`: every recorded figure and table with its notebook, parameters, profile
+    and dataset, from the notebooks' manifests; files in the folder that no notebook recorded are
+    listed as such (they should not exist)."""
+    fig_dir = Path(fig_dir)
+    entries = []
+    for m in sorted((fig_dir / MANIFEST).glob("*.json")):
+        entries += json.loads(m.read_text())
+    recorded = {e["file"] for e in entries}
+    companions = {str(Path(f).with_suffix(s)) for f in recorded if f.startswith("tables/") for s in (".tex", ".csv")}
+    stray = sorted(p.relative_to(fig_dir).as_posix() for p in fig_dir.rglob("*")
+                   if p.is_file() and MANIFEST not in p.parts and p.name != "README.md"
+                   and p.relative_to(fig_dir).as_posix() not in recorded | companions
+                   and not p.relative_to(fig_dir).parts[0] == "paper")
+    lines = [f"# {title}", "",
+             "Every file here is written by a notebook (`./reproduce.sh` runs them all); this page is written "
+             "from the notebooks' records by `fercore.notebook.write_index`. These are fercore's runs, never "
+             "a paper's numbers. Tables come as `.md`, `.tex` (booktabs) and `.csv`.", ""]
+    for nb in sorted({e["notebook"] for e in entries}):
+        mine = [e for e in entries if e["notebook"] == nb]
+        first = mine[0]
+        params = ", ".join(f"{k}={v!r}" for k, v in first["parameters"].items()) or "defaults"
+        lines += [f"## {nb}", "", f"`notebooks/{nb}.ipynb`, profile `{first['profile']}`, dataset "
+                  f"`{first['dataset']}`, parameters: {params}.", "", "| file | what |", "|---|---|"]
+        lines += [f"| [{e['file']}]({e['file']}) | {e['caption'].splitlines()[0] if e['caption'] else ''} |"
+                  for e in mine]
+        lines.append("")
+    if stray:
+        lines += ["## Not recorded by any notebook", "", *[f"- {s}" for s in stray], ""]
+    path = fig_dir / "README.md"
+    write_atomic(path, "\n".join(lines))
+    return path

@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import time
@@ -32,13 +33,16 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from .errors import RunError
-from .files import atomic_path, sha256_file, write_atomic
+from .config import identity_of
+from .errors import RunError, notice
+from .files import atomic_path, sha256_file, write_atomic, write_failure
 
 FILES = SimpleNamespace(marker=".fercore-run", config="config.json", env="env.json", metrics="metrics.jsonl",
                         diagnostics="diagnostics.npz", checkpoint="checkpoint.pt", summary="summary.json",
                         relabels="relabels.json", tensorboard="tb")
 IF_EXISTS = ("error", "resume", "overwrite", "reuse")
+_KNOWN = tuple(vars(FILES).values())
+_TMP = re.compile(r"\..+\.\d+\.tmp")  # fercore.files.atomic_path's temporary files
 
 
 def git_commit() -> dict:
@@ -106,9 +110,31 @@ class RunDir:
     # --- state ----------------------------------------------------------------------------------
     @property
     def is_fercore_run(self) -> bool:
-        """True if fercore made this folder (its marker, or a config.json and env.json of older runs)."""
-        return self.file(FILES.marker).is_file() or (
-            self.file(FILES.config).is_file() and self.file(FILES.env).is_file())
+        """True if fercore made this folder: its marker, or (runs older than the marker) a config.json
+        and an env.json beside nothing but fercore's own files."""
+        if self.file(FILES.marker).is_file():
+            return True
+        return self.file(FILES.config).is_file() and self.file(FILES.env).is_file() and not self.foreign_files()
+
+    def foreign_files(self) -> list[str]:
+        """The entries of this folder that fercore did not write (not in FILES, not its temporary files)."""
+        try:
+            names = os.listdir(self.path)
+        except OSError:
+            return []
+        return sorted(n for n in names if n not in _KNOWN and not _TMP.fullmatch(n))
+
+    def remove_temporary(self) -> list[str]:
+        """Delete the temporary files (`.<file>.<pid>.tmp`) of writes that a killed process left in
+        this run directory; the caller holds the run's lock, so no live writer owns them."""
+        removed = []
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.path):
+                if _TMP.fullmatch(name) and name.split(".")[-2] != str(os.getpid()):
+                    with contextlib.suppress(OSError):
+                        (self.path / name).unlink()
+                        removed.append(name)
+        return removed
 
     @property
     def finished(self) -> bool:
@@ -123,9 +149,14 @@ class RunDir:
         """'finished', 'interrupted after epoch E of N', 'not started' or 'empty' (for messages)."""
         if self.finished:
             return "finished"
-        if self.file(FILES.metrics).is_file():
-            done = len(self.history())
-            total = self.config.get("train", {}).get("epochs", "?") if self.file(FILES.config).is_file() else "?"
+        if self.file(FILES.metrics).is_file() or self.started:
+            try:
+                done = len(self.history()) if self.file(FILES.metrics).is_file() else "?"
+                total = self.config.get("train", {}).get("epochs", "?") if self.file(FILES.config).is_file() else "?"
+            except (RunError, AttributeError):
+                return "damaged: a file of it does not read back"
+            if done == total:
+                return f"all {total} epochs trained, interrupted before its summary"
             return f"interrupted after epoch {done} of {total}"
         return "not started" if self.is_fercore_run else "empty"
 
@@ -139,23 +170,53 @@ class RunDir:
     @contextlib.contextmanager
     def lock(self):
         """Hold an exclusive lock on this run (file `.<name>.lock` beside it) while the block runs.
-        A second process asking for the same run waits for the first, then sees its finished run."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.parent / f".{self.path.name}.lock", "a+") as f:
+        A second process asking for the same run waits for the first, then sees its finished run.
+        The lock file is removed on release, and so are the folders above the run that this call
+        created if no run directory came of it (a start refused before any file was written)."""
+        parent = self.path.parent
+        created = [p for p in (parent, *parent.parents) if not p.exists()]  # deepest first
+        try:
+            f = self._acquire(parent / f".{self.path.name}.lock")
+            try:
+                yield self
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(f.name)
+                fcntl.flock(f, fcntl.LOCK_UN)
+                f.close()
+        finally:
+            if not self.path.exists():
+                for p in created:
+                    try:
+                        p.rmdir()
+                    except OSError:
+                        break
+
+    def _acquire(self, path: Path):
+        """The open, exclusively locked lock file at `path` (see `lock`)."""
+        while True:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                f = open(path, "a+")
+            except OSError as e:
+                raise write_failure(path.parent, e) or e from None
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 f.seek(0)
                 print(f"{self.path} is in use by process {f.read().strip() or '?'}; waiting for it", flush=True)
                 fcntl.flock(f, fcntl.LOCK_EX)
-            f.seek(0)
-            f.truncate()
-            f.write(str(os.getpid()))
-            f.flush()
-            try:
-                yield self
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+            try:  # the holder before us removed the file on release: lock the one that is there now
+                same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                f.seek(0)
+                f.truncate()
+                f.write(str(os.getpid()))
+                f.flush()
+                return f
+            f.close()
 
     def prepare(self, if_exists: str) -> None:
         """Create the folder and its marker. A folder holding a started run is an error unless
@@ -176,24 +237,59 @@ class RunDir:
                                       f"resume it (--resume), reuse it (--reuse) or overwrite it (--overwrite)")
             if if_exists in ("overwrite", "reuse") or not self.started:
                 self.clear()
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_failure(self.path, e) or e from None
+        self.remove_temporary()
         write_atomic(self.file(FILES.marker), "written by fercore; --overwrite may delete this folder\n")
 
     def clear(self) -> None:
-        """Delete this run directory (only ever one fercore made: see `prepare`)."""
+        """Delete what fercore wrote in this run directory (its FILES, the TensorBoard folder, its
+        temporary files), then the folder itself if nothing else is left; an entry fercore did not
+        write is kept, and said so. Only ever a folder fercore made (see `prepare`)."""
         if not self.is_fercore_run:
             raise RunError(f"{self.path}: refusing to delete a folder fercore did not make")
-        shutil.rmtree(self.path)
+        for name in [n for n in _KNOWN if n != FILES.marker] + [FILES.marker]:  # the marker last
+            path = self.file(name)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+        self.remove_temporary()
+        left = self.foreign_files()
+        if left:
+            notice(f"{self.path}: kept {', '.join(left[:5])}{' ...' if len(left) > 5 else ''} "
+                   f"(not written by fercore) while replacing the run")
+        else:
+            self.path.rmdir()
 
     def finished_with(self, config: dict, code: str, fingerprints: tuple[str, str]) -> bool:
-        """True if this folder holds a finished, readable run of exactly this config, code and data."""
+        """True if this folder holds a finished, readable run of this config (up to the keys that do
+        not change a result, `config.identity_of`), code and data."""
+        return self.why_not_reusable(config, code, fingerprints) is None
+
+    def why_not_reusable(self, config: dict, code: str, fingerprints: tuple[str, str]) -> str | None:
+        """None if `finished_with` holds, else why not, for the notice `--reuse` prints: unfinished,
+        another config, code or data, or a file that does not read back (summary, checkpoint, ...)."""
+        if not self.finished:
+            return f"it did not finish ({self.status()})"
         try:
-            env = self.read_json(FILES.env)
-            return (self.finished and self.read_json(FILES.config) == config and env["code_hash"] == code
-                    and (env["data"]["train_fingerprint"], env["data"]["test_fingerprint"]) == fingerprints
-                    and self.load_checkpoint() is not None)
-        except (OSError, KeyError, ValueError, RunError):
-            return False
+            env = self.env
+            if identity_of(self.config) != identity_of(config):
+                return "it is a run of another config"
+            if env.get("code_hash") != code:
+                return "fercore's source code changed since it ran"
+            if (env["data"]["train_fingerprint"], env["data"]["test_fingerprint"]) != tuple(fingerprints):
+                return "its training or test data differ from today's"
+            self.summary  # noqa: B018 - it must read back
+            if self.load_checkpoint() is None:
+                return f"{self.file(FILES.checkpoint)}: missing"
+        except RunError as e:
+            return str(e)
+        except (OSError, KeyError, TypeError, ValueError) as e:
+            return f"{self.file(FILES.env)}: incomplete ({type(e).__name__}: {e})"
+        return None
 
     def write_json(self, name: str, obj) -> None:
         write_atomic(self.file(name), json.dumps(obj, indent=2, sort_keys=True, default=str))
@@ -224,26 +320,37 @@ class RunDir:
         return self.file(FILES.tensorboard)
 
     # --- reading (tables, plots, notebooks, eval, predict) --------------------------------------
-    def read_json(self, name: str):
+    def read_json(self, name: str, expect: type | None = None):
+        """A JSON file of the run; every problem (missing, unreadable, not JSON, not an `expect`)
+        is a RunError naming the file."""
         path = self.file(name)
         try:
-            return json.loads(path.read_text())
+            obj = json.loads(path.read_text())
         except FileNotFoundError:
             raise RunError(f"{path}: missing ({self.status()} run)") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise RunError(f"{path}: not valid JSON ({str(e).splitlines()[0]}); the file is damaged") from None
+        except OSError as e:
+            raise RunError(f"{path}: unreadable ({e.strerror or e})") from None
+        if expect is not None and not isinstance(obj, expect):
+            raise RunError(f"{path}: expected a JSON {'object' if expect is dict else expect.__name__}, "
+                           f"got {type(obj).__name__}; the file is damaged")
+        return obj
 
     @property
     def config(self) -> dict:
-        return self.read_json(FILES.config)
+        return self.read_json(FILES.config, dict)
 
     @property
     def env(self) -> dict:
-        return self.read_json(FILES.env)
+        return self.read_json(FILES.env, dict)
 
     @property
     def summary(self) -> dict:
-        return self.read_json(FILES.summary)
+        summary = self.read_json(FILES.summary, dict)
+        if not all(isinstance(summary.get(k), dict) for k in ("last", "best")):
+            raise RunError(f"{self.file(FILES.summary)}: lacks its 'last' and 'best' epochs; the file is damaged")
+        return summary
 
     def history(self) -> list[dict]:
         """The per-epoch metrics as a list of dicts (one per finished epoch)."""
@@ -251,13 +358,17 @@ class RunDir:
         try:
             lines = path.read_text().splitlines()
         except FileNotFoundError:
-            raise RunError(f"{path}: missing ({self.status()} run)") from None
+            raise RunError(f"{path}: missing (a run without finished epochs)") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise RunError(f"{path}: unreadable ({e}); the file is damaged") from None
         out = []
         for i, line in enumerate(lines, 1):
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
                 raise RunError(f"{path}:{i}: not valid JSON; the file is damaged") from None
+            if not isinstance(out[-1], dict):
+                raise RunError(f"{path}:{i}: expected a JSON object per epoch; the file is damaged")
         return out
 
     def metrics(self):

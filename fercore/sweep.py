@@ -30,18 +30,20 @@ import multiprocessing
 import os
 import time
 import traceback
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 from tqdm.auto import tqdm
 
-from .config import METHOD_PARAMS, RunConfig, build_config, load_yaml, raise_problems
+from .config import METHOD_PARAMS, RunConfig, build_config, identity_of, load_yaml, raise_problems
 from .errors import ConfigError
 from .files import write_atomic
 from .rundir import RunDir, code_hash
 
 BACKENDS = ("local", "submitit")
+GRIDS = Path(__file__).with_name("grids")  # the grids the notebooks and the GPU check run
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
@@ -86,15 +88,18 @@ class Grid:
     """methods x noise x seeds x variants over a base config (module docstring)."""
 
     profile: str = "quick"
-    methods: list[str] = field(default_factory=lambda: ["ce"])
-    noise: list[str] = field(default_factory=lambda: ["none"])
-    seeds: list[int] = field(default_factory=lambda: [0])
+    methods: list[str] | dict = field(default_factory=lambda: ["ce"])
+    noise: list[str] | dict = field(default_factory=lambda: ["none"])   # or {profile: [...], default: [...]}
+    seeds: list[int] | dict = field(default_factory=lambda: [0])
     variants: dict[str, dict] = field(default_factory=lambda: {"default": {}})
     base: dict = field(default_factory=dict)
     name: str = "sweep"
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Grid:
+        """A grid file, or the name of one of fercore's own grids (GRIDS: noise_sweep, ablations, ...)."""
+        if not Path(path).exists() and (GRIDS / f"{path}.yaml").is_file():
+            path = GRIDS / f"{path}.yaml"
         data = load_yaml(path)
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(data) - known)
@@ -111,26 +116,37 @@ class Grid:
             named.add(str(flat["method"]))
         return named
 
+    def resolved(self, key: str):
+        """A grid value, or its entry for this grid's profile when it maps profiles to values
+        (`noise: {quick: [...], paper: [...]}`; a `default` entry serves the other profiles)."""
+        value = getattr(self, key)
+        if isinstance(value, dict) and key != "variants" and key != "base":
+            if self.profile not in value and "default" not in value:
+                raise ConfigError(f"grid key {key!r} has no entry for profile {self.profile!r} (nor 'default')")
+            return value.get(self.profile, value.get("default"))
+        return value
+
     def cells(self) -> list[Cell]:
         """Every cell, with its config checked (all problems of all cells reported at once)."""
         problems = []
         for key, kind in (("methods", list), ("noise", list), ("seeds", list), ("variants", dict), ("base", dict)):
-            if not isinstance(getattr(self, key), kind):
-                problems.append(f"grid key {key!r} must be a {kind.__name__}, got {getattr(self, key)!r}")
+            if not isinstance(self.resolved(key), kind):
+                problems.append(f"grid key {key!r} must be a {kind.__name__}, got {self.resolved(key)!r}")
         raise_problems(problems)
+        methods, noises, seeds = self.resolved("methods"), self.resolved("noise"), self.resolved("seeds")
         problems += [f"grid: unknown method {m!r}; expected one of {sorted(METHOD_PARAMS)}"
-                     for m in self.methods if m not in METHOD_PARAMS]
+                     for m in methods if m not in METHOD_PARAMS]
         raise_problems(problems)
         base = [_override(k, v) for k, v in _flatten(self.base).items()]
         out = []
         for vname, vover in self.variants.items():
             targets = self._variant_methods(vover or {})
             flat = {k: v for k, v in _flatten(vover or {}).items() if k != "method"}
-            for method in self.methods:
+            for method in methods:
                 if targets and method not in targets:
                     continue
-                for noise in self.noise:
-                    for seed in self.seeds:
+                for noise in noises:
+                    for seed in seeds:
                         over = (*base, f"method={method}", f"data.noise={noise}", f"seed={seed}",
                                 *(_override(k, v) for k, v in flat.items()))
                         cell = Cell(method, str(noise), int(seed), vname, over, self.profile)
@@ -184,6 +200,17 @@ def run_cell(cell: Cell, threads: int = 0, device: str = "") -> CellResult:
         return CellResult(cell, "failed", run_dir, time.perf_counter() - t0, error=tail)
 
 
+def train(profile: str, overrides: list[str]) -> RunDir:
+    """One run in this process, named as the sweep names its cells (`RunConfig.cell_name`), so a
+    notebook's single runs and the sweeps' cells are the same runs, trained once."""
+    from .engine import fit
+
+    cfg = build_config(profile, overrides=overrides)
+    cfg = build_config(profile, overrides=[*overrides, f"name={cfg.cell_name()}"])
+    rd = RunDir(Path(cfg.out_dir) / cfg.run_name)
+    return fit(cfg, if_exists=_mode(rd, cfg))
+
+
 def _stamp(rd: RunDir) -> int | None:
     """The finished run's summary file mtime (None: not finished): unchanged by fit means reused."""
     try:
@@ -195,7 +222,7 @@ def _stamp(rd: RunDir) -> int | None:
 def _mode(rd: RunDir, cfg: RunConfig) -> str:
     """'resume' an interrupted run of the same config and code, else 'reuse' (fit reuses or restarts)."""
     try:
-        if rd.started and not rd.finished and rd.config == json.loads(cfg.to_json()) \
+        if rd.started and not rd.finished and identity_of(rd.config) == identity_of(json.loads(cfg.to_json())) \
                 and rd.env.get("code_hash") == code_hash():
             return "resume"
     except (OSError, ValueError):
@@ -210,16 +237,21 @@ def cell_run_dir(cell: Cell) -> RunDir:
 
 
 def _prepare_data(cells: list[Cell]) -> None:
-    """Generate or decode each distinct dataset once, before the workers start (they read the cache)."""
+    """Generate or decode each distinct dataset, and train each distinct `pretrain:` backbone, once
+    before the workers start (they then read the caches)."""
     from .data.datasets import load_dataset
+    from .pretrain import PREFIX, resolve
 
     seen = set()
     for cell in cells:
-        data = cell.config().data
-        key = json.dumps(asdict(data), sort_keys=True, default=str)
+        cfg = cell.config()
+        key = json.dumps(asdict(cfg.data), sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
-            load_dataset(data)
+            load_dataset(cfg.data)
+        if cfg.model.weights.startswith(PREFIX) and cfg.model.weights not in seen:
+            seen.add(cfg.model.weights)
+            resolve(cfg.model.weights)
 
 
 def _worker_init() -> None:
@@ -260,8 +292,10 @@ class SweepResult:
 
 
 def run(grid: Grid, *, workers: int = 1, backend: str = "local", out_dir: str | None = None,
-        progress: bool = True, submitit_folder: str | None = None, slurm: dict | None = None) -> SweepResult:
-    """Run every cell of `grid`; returns the results (failed cells included, with their errors)."""
+        progress: bool = True, submitit_folder: str | None = None, slurm: dict | None = None,
+        retries: int = 3) -> SweepResult:
+    """Run every cell of `grid`; returns the results (failed cells included, with their errors).
+    With local workers, a cell whose worker died is run again (resumed) up to `retries` times."""
     if backend not in BACKENDS:
         raise ConfigError(f"sweep backend: expected one of {list(BACKENDS)}, got {backend!r}")
     if workers < 1:
@@ -288,20 +322,48 @@ def run(grid: Grid, *, workers: int = 1, backend: str = "local", out_dir: str | 
         for i, cell in enumerate(cells):
             done(i, run_cell(cell))
     else:
-        gpus = _gpu_count()
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
-            futures = {pool.submit(run_cell, cell, 0 if gpus else 1, f"cuda:{i % gpus}" if gpus > 1 else ""): i
-                       for i, cell in enumerate(cells)}
-            for fut in cf.as_completed(futures):
-                i = futures[fut]
-                try:
-                    done(i, fut.result())
-                except Exception as e:  # noqa: BLE001 - a worker that died (killed, out of memory)
-                    done(i, CellResult(cells[i], "failed", "", error=f"worker died: {type(e).__name__}: {e}"))
+        _run_local(cells, done, workers, retries)
     bar.close()
     out = SweepResult(grid, [r for r in results if r is not None], summary_path)
     return out
+
+
+def _run_local(cells: list[Cell], done, workers: int, retries: int) -> None:
+    """The cells on `workers` spawned processes. A worker that dies (killed, out of memory) breaks
+    the pool: a new pool takes the cells that had not finished, and each resumes from its last
+    checkpoint. A cell seen running when its pool broke `retries` + 1 times is recorded as failed, so
+    a cell that kills its worker cannot loop (when no broken cell was seen running, the first
+    `workers` of them are blamed: every broken pool counts against some cell)."""
+    gpus = _gpu_count()
+    ctx = multiprocessing.get_context("spawn")
+    deaths = [0] * len(cells)
+    todo = list(range(len(cells)))
+    while todo:
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+            futures = {pool.submit(run_cell, cells[i], 0 if gpus else 1, f"cuda:{i % gpus}" if gpus > 1 else ""): i
+                       for i in todo}
+            broken, running, pending = [], set(), set(futures)
+            while pending:
+                finished, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    i = futures[fut]
+                    try:
+                        done(i, fut.result())
+                    except BrokenProcessPool:  # a worker died; the cells it may have held run again
+                        broken.append(i)
+                    except Exception as e:  # noqa: BLE001 - the cell could not be sent or its result returned
+                        done(i, CellResult(cells[i], "failed", "", error=f"worker failed: {type(e).__name__}: {e}"))
+                if pending:  # polled while the pool works (not after it broke): which cells a death may hit
+                    running = {futures[f] for f in pending if f.running()}
+        blamed = [i for i in todo if i in broken and i in running] or [i for i in todo if i in broken][:workers]
+        todo = []
+        for i in sorted(broken):
+            deaths[i] += i in blamed
+            if deaths[i] > retries:
+                done(i, CellResult(cells[i], "failed", str(cell_run_dir(cells[i]).path),
+                                   error=f"its worker died {deaths[i]} times (killed, or out of memory)"))
+            else:
+                todo.append(i)
 
 
 def _run_submitit(cells: list[Cell], done, folder: str, slurm: dict | None) -> None:

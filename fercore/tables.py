@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .errors import notice
 from .files import write_atomic
 from .metrics import noise_separation, relabel_quality
 from .rundir import RunDir
@@ -80,6 +81,9 @@ def run_table(runs, variants: list[str] | None = None) -> pd.DataFrame:
         rows.append(run_row(rd, variant, cls.noise_score if cls is not None else None))
     df = pd.DataFrame(rows)
     df.attrs["unfinished"] = unfinished
+    if unfinished:  # said where the table is made, not only in attrs
+        notice(f"run_table: {len(unfinished)} run(s) did not finish and are not in the table: "
+               f"{'; '.join(unfinished[:3])}{' ...' if len(unfinished) > 3 else ''}")
     return df
 
 

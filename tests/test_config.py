@@ -1,6 +1,6 @@
 import pytest
 
-from fercore.config import build_config, parse_overrides
+from fercore.config import PROFILES, build_config, parse_overrides
 from fercore.errors import ConfigError
 
 
@@ -9,7 +9,7 @@ def test_defaults_profile_yaml_and_overrides_layer_in_order(tmp_path):
     f.write_text("train:\n  epochs: 7\n  batch_size: 16\ndata:\n  noise: sym:0.2\n")
     cfg = build_config("smoke", f, ["train.epochs=3", "optim.lr=0.01"])
     assert cfg.profile == "smoke"
-    assert cfg.data.image_size == 48          # from the smoke profile
+    assert cfg.data.image_size == PROFILES["smoke"]["data"]["image_size"]  # from the smoke profile
     assert cfg.train.batch_size == 16         # from the YAML file
     assert cfg.train.epochs == 3              # the override wins over the YAML file
     assert cfg.optim.lr == 0.01 and cfg.data.noise == "sym:0.2"

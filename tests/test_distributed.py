@@ -15,7 +15,7 @@ import torch
 from fercore.engine import fit
 
 ARGS = ["method=scn", "scn.rr_weight=0", "scn.relabel_epoch=1", "scn.margin2=0.0", "data.noise=sym:0.3",
-        "model.backbone=test_efficientnet_gn", "train.epochs=2", "optim.lr=0.01"]
+        "model.backbone=test_efficientnet_gn", "model.weights=", "train.epochs=2", "optim.lr=0.01"]
 
 
 def test_two_gloo_ranks_match_one_process(tiny_config, tmp_path):

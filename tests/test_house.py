@@ -17,14 +17,14 @@ PACKAGE = ROOT / "fercore"
 # one of its own package (fercore.data.* among themselves); nothing imports upwards.
 LAYERS = {
     "fercore.errors": 0, "fercore.files": 0,
-    "fercore.config": 1, "fercore.metrics": 1, "fercore.rundir": 1,
-    "fercore.data": 2,
+    "fercore.config": 1, "fercore.metrics": 1,
+    "fercore.rundir": 2, "fercore.data": 2,
     "fercore.models": 3,
     "fercore.methods": 4,
-    "fercore.distributed": 5,
+    "fercore.distributed": 5, "fercore.pretrain": 5,
     "fercore.engine": 6,
-    "fercore.tables": 7, "fercore.plots": 7, "fercore.notebook": 7,
-    "fercore.pretrain": 8, "fercore.sweep": 8, "fercore.pseudo_label": 8,
+    "fercore.tables": 7, "fercore.plots": 7, "fercore.analysis": 7, "fercore.notebook": 8,
+    "fercore.sweep": 8, "fercore.pseudo_label": 8,
     "fercore.bench": 9,
     "fercore.cli": 10, "fercore.__main__": 11,
     "fercore": 12,  # the package's face (__init__): imports the method registry

@@ -234,7 +234,7 @@ def test_bad_settings_name_the_key(tiny_config, synth_small):
     with pytest.raises(ConfigError, match="mtac.base"):
         _method(tiny_config, synth_small, "mtac.base=dmue")
     with pytest.raises(ConfigError, match="mtac.au=graph"):
-        MTAC(tiny_config(method="mtac"), synth_small[0].replace(au=None, au_mask=None))
+        MTAC(tiny_config("mtac.au=graph", method="mtac"), synth_small[0].replace(au=None, au_mask=None))
     with pytest.raises(ConfigError, match="mtac.relabel_start"):
         _method(tiny_config, synth_small, "mtac.relabel_start=0")
 

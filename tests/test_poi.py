@@ -374,7 +374,8 @@ def test_poi_config_errors_name_the_key(poi_setup, synth_small):
     with pytest.raises(ConfigError, match="poi.residual"):
         poi_setup("poi.residual=full")
     with pytest.raises(ConfigError, match="poi.au_weight"):
-        poi_setup("poi.au_weight=1.0", data=synth_small[0].replace(au=None, au_mask=None))
+        poi_setup("poi.au_weight=1.0", "poi.au_supervision=required",
+                  data=synth_small[0].replace(au=None, au_mask=None))
     with pytest.raises(ConfigError, match="strides"):
         poi_setup("poi.stride=64")
 

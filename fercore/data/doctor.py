@@ -6,18 +6,23 @@ without stopping at the first problem, what fercore will read from it.
 with its file and line; per-class counts per split against the published counts; the label
 mapping of the active protocol; label-file sha256 (raw and LF-normalised) against the published
 hashes; RAF-DB's EAC noise files; image sizes and modes of a decoded sample; and dataset facts
-(FERPlus tie rule and derived-label hash, CK+ folds, dropped AffectNet codes, skipped frames).
+(FERPlus tie rule and derived-label hash, CK+ folds, dropped AffectNet codes, skipped frames); and
+the auxiliary targets: per split, how many images have AU and valence-arousal targets, the reader's
+own and after the side files (`data.au_file`, `data.va_file`, docs/datasets.md#side-files), whose
+problems are listed with the others.
 `python -m fercore data check --dataset NAME --data-root PATH` prints it and exits 1 on problems.
 """
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
@@ -25,8 +30,10 @@ from ..files import normalised_sha256, sha256_file
 from .classes import CODINGS, PROTOCOL_CODING, mapping_table
 from .noise import EAC_NOISE
 from .readers import SCANNERS
+from .readers.decode import open_rgb
 from .readers.rafdb import parse_name_code
 from .readers.toolkit import PixelRow, Problems, Scan
+from .sidefiles import Targets, apply_to_scan, coverage_lines, merge
 
 # Published per-class counts by raw code (docs/datasets.md#22-class-counts, docs/datasets.md#4-fer2013,
 # docs/datasets.md#33-protocols-and-sizes).
@@ -72,6 +79,8 @@ class Report:
     files: list[dict] = field(default_factory=list)
     images: dict = field(default_factory=dict)
     facts: dict = field(default_factory=dict)
+    coverage: dict = field(default_factory=dict)     # split -> images with AU / VA targets (and side-file use)
+    side_files: dict | None = None                   # what the side files were and what they added
 
     @property
     def ok(self) -> bool:
@@ -94,6 +103,12 @@ class Report:
             out.append(f"images ({split}): " + ", ".join(f"{k}: {v}" for k, v in stats.items()))
         for k, v in self.facts.items():
             out.append(f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+        if self.side_files:
+            out += coverage_lines(self.side_files)
+        elif self.coverage:
+            out.append("auxiliary targets (no side files): " + "; ".join(
+                f"{split}: AU {c['au_after']} / VA {c['va_after']} of {c['images']} images"
+                for split, c in self.coverage.items()))
         for w in self.warnings:
             out.append(f"warning: {w}")
         out.append(f"problems ({len(self.problems)}):" if self.problems else "problems: none")
@@ -155,28 +170,64 @@ def _noise_files(scan: Scan, report: Report) -> None:
 
 
 def _images(scan: Scan, report: Report, n: int) -> None:
-    """Size and mode of `n` evenly spaced images per split (all with n < 0); corrupt ones are problems."""
+    """Decode every image of every split as training does (`decode.open_rgb`: the face-box crop,
+    16-bit, palette and transparency, the size limits), with a progress bar; an image that fails is
+    a problem naming the file and the line that listed it. With `n >= 0`, only `n` evenly spaced
+    images per split, and a warning says that the rest were not checked. Counts sizes and modes."""
+    jobs, picked_of = [], {}
     for split, s in scan.splits.items():
-        files = [(src, where) for src, where in zip(s.sources, s.where) if isinstance(src, Path)]
+        boxes = s.boxes or [None] * len(s)
+        files = [(src, where, box) for src, where, box in zip(s.sources, s.where, boxes) if isinstance(src, Path)]
         if not files:
             if s.sources and isinstance(s.sources[0], PixelRow):
                 report.images[split] = {"48x48 L (pixels in the csv)": len(s)}
             continue
-        step = 1 if n < 0 or n >= len(files) else len(files) / n
+        step = 1 if n < 0 or n >= len(files) else len(files) / max(n, 1)
         picked = [files[int(i * step)] for i in range(len(files) if step == 1 else n)]
-        stats: Counter = Counter()
-        for src, where in picked:
-            try:
-                with Image.open(src) as im:
-                    im.load()
-                    stats[f"{im.width}x{im.height} {im.mode}"] += 1
-            except (OSError, UnidentifiedImageError, ValueError) as e:
-                report.problems.append(f"{src}: cannot decode image ({str(e).splitlines()[0]}), listed at {where}")
-        report.images[split] = dict(stats.most_common())
+        picked_of[split] = (len(picked), len(files))
+        jobs += [(split, *f) for f in picked]
+
+    def one(job):
+        split, src, where, box = job
+        try:
+            im, mode = open_rgb(src, box)
+            return split, f"{im.width}x{im.height} {mode}", None
+        except DataError as e:
+            return split, None, f"{e}, listed at {where}" if where != str(src) else str(e)
+
+    stats: dict[str, Counter] = {split: Counter() for split in picked_of}
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        for split, key, problem in tqdm(pool.map(one, jobs), total=len(jobs), desc="data check: decoding images",
+                                        unit="img", leave=False, disable=None):
+            if problem is not None:
+                report.problems.append(problem)
+            else:
+                stats[split][key] += 1
+    for split, (k, total) in picked_of.items():
+        report.images[split] = dict(stats[split].most_common())
+        if k < total:
+            report.warnings.append(f"{split}: decoded {k} of {total} images (a sample: --decode {n}); training "
+                                   f"decodes every one and stops at the first that fails: omit --decode to check all")
 
 
-def check(cfg: DataConfig, decode: int = 32) -> Report:
-    """Validate `cfg.dataset` at `cfg.data_root`; `decode` images per split are opened (-1: all)."""
+def _coverage(scan: Scan, cfg: DataConfig, report: Report) -> None:
+    """Images with AU / VA targets per split, the reader's own and after the side files; the side
+    files' problems (unknown ids, bad values, ...) join the report's."""
+    problems = Problems(strict=False)
+    before = {name: merge(Targets(list(s.ids), s.au, s.au_mask, scan.au_names, s.va, s.va_mask), [], cfg.side_merge)[1]
+              for name, s in scan.splits.items()}
+    info = apply_to_scan(scan, cfg, problems)
+    report.problems += problems.items
+    report.coverage = info["coverage"] if info else before
+    report.side_files = info
+    if info:
+        report.files += [_file_verdict(f"{kind}_file {Path(f['path']).name}", Path(f["path"]))
+                         for kind, f in info["files"].items()]
+
+
+def check(cfg: DataConfig, decode: int = -1) -> Report:
+    """Validate `cfg.dataset` at `cfg.data_root`, decoding every image (`decode` >= 0: that many per
+    split, a sample the report says is one)."""
     report = Report(cfg.dataset, cfg.data_root)
     if cfg.dataset not in SCANNERS:
         report.problems.append(f"data.dataset: {cfg.dataset!r} has no reader; expected one of {sorted(SCANNERS)}")
@@ -200,7 +251,9 @@ def check(cfg: DataConfig, decode: int = 32) -> Report:
     if scan.dataset == "rafdb":
         _noise_files(scan, report)
     _images(scan, report, decode)
-    report.facts.update({k: v for k, v in scan.meta.items() if k not in ("folds", "vote_rows_per_split")})
+    _coverage(scan, cfg, report)
+    report.facts.update({k: v for k, v in scan.meta.items()
+                         if k not in ("folds", "vote_rows_per_split", "side_files")})
     if scan.dataset in PUBLISHED_ROWS:
         got, pub = scan.meta.get("vote_rows_per_split", {}), PUBLISHED_ROWS[scan.dataset]
         report.facts["vote rows per split (published)"] = {k: f"{got.get(k, 0)} ({n})" for k, n in pub.items()}

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..files import atomic_path
+
 _PER_SAMPLE = ("images", "label", "clean_label", "true_label", "soft_label", "au", "au_mask",
                "va", "va_mask", "landmarks")
 
@@ -86,11 +88,16 @@ class FaceSet:
         return torch.bincount(getattr(self, which), minlength=self.num_classes).tolist()
 
     def fingerprint(self) -> str:
-        """sha256 over image bytes, training labels and class names: what a run was trained on."""
+        """sha256 over image bytes, training labels and class names: what a run was trained on; with
+        AU / VA side files (`meta['side_files']`) also their sha256 and the merge rule."""
         h = hashlib.sha256()
         h.update(json.dumps(list(self.classes)).encode())
         h.update(self.images.contiguous().numpy().tobytes())
         h.update(self.label.to(torch.int64).numpy().tobytes())
+        side = self.meta.get("side_files")
+        if side:
+            h.update(json.dumps([side["rule"], {k: f["sha256"] for k, f in side["files"].items()}],
+                                sort_keys=True).encode())
         return h.hexdigest()
 
     def save(self, path: str | Path) -> None:
@@ -100,9 +107,8 @@ class FaceSet:
         blob = {name: getattr(self, name) for name in _PER_SAMPLE}
         blob.update(classes=list(self.classes), ids=self.ids, extras=self.extras,
                     meta=json.dumps(self.meta))
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(blob, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:  # a killed writer leaves no half file, and no stray .tmp for long
+            torch.save(blob, tmp)
 
     @classmethod
     def load(cls, path: str | Path) -> FaceSet:

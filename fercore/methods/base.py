@@ -52,6 +52,21 @@ class TrainState:
             self.relabels.append({"epoch": self.epoch, "index": i, "old": o, "new": n, "score": s})
 
 
+def annotated(target: Tensor | None, mask: Tensor | None) -> bool:
+    """Whether a split has a target at all: the tensor exists and at least one entry is annotated
+    (a side file that matched no training image, or a mask of zeros, gives no targets)."""
+    return target is not None and (mask is None or bool((mask > 0.5).any()))
+
+
+def annotated_images(target: Tensor | None, mask: Tensor | None) -> int:
+    """How many samples have at least one annotated entry of `target`."""
+    if target is None:
+        return 0
+    if mask is None:
+        return len(target)
+    return int((mask.reshape(len(mask), -1) > 0.5).any(1).sum())
+
+
 @dataclass
 class DataFacts:
     """What a method may know about its training split without its samples (saved in checkpoints)."""
@@ -60,8 +75,8 @@ class DataFacts:
     num_train: int
     image_size: int
     channels: int = 3
-    au_names: list[str] | None = None    # names of the AU columns when the split has AU labels
-    has_va: bool = False
+    au_names: list[str] | None = None    # names of the AU columns when the split has AU labels (>= 1 annotated)
+    has_va: bool = False                 # the split has valence-arousal labels (>= 1 annotated)
     has_landmarks: bool = False
 
     @classmethod
@@ -69,10 +84,10 @@ class DataFacts:
         if isinstance(data, DataFacts):
             return data
         au_names = None
-        if data.au is not None:
+        if annotated(data.au, data.au_mask):
             au_names = list(data.meta.get("au_names") or [f"au{i}" for i in range(data.au.shape[1])])
         return cls(classes=list(data.classes), num_train=len(data), image_size=data.image_size,
-                   channels=data.images.shape[1], au_names=au_names, has_va=data.va is not None,
+                   channels=data.images.shape[1], au_names=au_names, has_va=annotated(data.va, data.va_mask),
                    has_landmarks=data.landmarks is not None)
 
     def __len__(self) -> int:
@@ -152,6 +167,10 @@ class Method(nn.Module):
 
     def diagnostics(self) -> dict[str, Tensor]:
         """Per-training-sample scores (N,) to save with the run."""
+        return {}
+
+    def extra_weight_targets(self) -> dict[str, nn.Module]:
+        """Modules besides `backbone` that `model.weights` is loaded into as well (strictly), by name."""
         return {}
 
     def loader_options(self) -> dict:

@@ -5,8 +5,21 @@ before import, which `fercore` does on import). Default `resnet18`, 512-d `f` `[
 """
 from __future__ import annotations
 
+import difflib
+
 import timm
 from torch import Tensor, nn
+
+from ..errors import ConfigError
+
+
+def unknown_model(name: str, key: str) -> ConfigError | None:
+    """A ConfigError naming `key` if timm has no model `name` (with the closest names), else None."""
+    if timm.is_model(name):
+        return None
+    close = difflib.get_close_matches(name, timm.list_models(), n=3)
+    hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else " (see timm.list_models())"
+    return ConfigError(f"config key '{key}': timm has no model {name!r}{hint}")
 
 
 class Backbone(nn.Module):
@@ -14,10 +27,13 @@ class Backbone(nn.Module):
 
     def __init__(self, name: str, drop_rate: float = 0.0) -> None:
         super().__init__()
+        error = unknown_model(name, "model.backbone")
+        if error is not None:
+            raise error
         try:
             self.net = timm.create_model(name, pretrained=False, num_classes=0, drop_rate=drop_rate)
-        except RuntimeError as e:
-            raise ValueError(f"model.backbone: timm cannot build {name!r} ({e})") from None
+        except (RuntimeError, TypeError, ValueError) as e:
+            raise ConfigError(f"config key 'model.backbone': timm cannot build {name!r} ({e})") from None
         self.name = name
         self.num_features: int = self.net.num_features
 
@@ -38,15 +54,18 @@ class FeatureStem(nn.Module):
     PIN stem, a backbone cut at stride 8 (28x28 at 224 px).
     """
 
-    def __init__(self, name: str, stride: int) -> None:
+    def __init__(self, name: str, stride: int, key: str = "model.backbone") -> None:
         super().__init__()
+        error = unknown_model(name, key)
+        if error is not None:
+            raise error
         try:
             probe = timm.create_model(name, pretrained=False, features_only=True)
-        except RuntimeError as e:
-            raise ValueError(f"timm cannot build {name!r} with features_only ({e})") from None
+        except (RuntimeError, TypeError, ValueError) as e:
+            raise ConfigError(f"config key '{key}': timm cannot build {name!r} with features_only ({e})") from None
         strides = probe.feature_info.reduction()
         if stride not in strides:
-            raise ValueError(f"{name} has feature maps at strides {strides}, not {stride}")
+            raise ConfigError(f"config key '{key}': {name} has feature maps at strides {strides}, not {stride}")
         index = strides.index(stride)
         self.net = timm.create_model(name, pretrained=False, features_only=True, out_indices=(index,))
         self.name, self.stride = name, stride

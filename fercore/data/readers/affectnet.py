@@ -21,7 +21,7 @@ import numpy as np
 from ...config import DataConfig
 from ..classes import CODINGS, protocol_classes
 from ..landmarks import five_point
-from .toolkit import Problems, Scan, Split, check_images_exist, require_dir
+from .toolkit import Problems, Scan, Split, check_images_exist, inside_root, require_dir
 
 CSV_DIR = "Manually_Annotated_file_lists"
 CSV_IMAGES = "Manually_Annotated_Images"
@@ -101,6 +101,9 @@ def scan_csv(root: Path, to_index: dict, crop: bool, problems: Problems) -> tupl
                     problems.add(where, f"expected {len(HEADER)} columns, got {len(rec)}")
                     continue
                 rel, bx, by, bw, bh, lm_text, code, val, aro = rec
+                source = inside_root(root / CSV_IMAGES, rel, where, problems)
+                if source is None:
+                    continue
                 c = _code(code)
                 if c is None:
                     problems.add(where, f"expression {code!r} out of range 0..10")
@@ -121,7 +124,7 @@ def scan_csv(root: Path, to_index: dict, crop: bool, problems: Problems) -> tupl
                 if not masked and not (-1 <= v <= 1 and -1 <= a <= 1):
                     problems.add(where, f"valence/arousal ({v}, {a}) outside [-1, 1] and not the -2 sentinel")
                     continue
-                rows.add(c, ids=rel, sources=root / CSV_IMAGES / rel, where=where, boxes=box, lm=lm,
+                rows.add(c, ids=rel, sources=source, where=where, boxes=box, lm=lm,
                          va=(0.0, 0.0) if masked else (v, a), va_mask=0.0 if masked else 1.0)
         splits[split] = rows.split(crop)
         dropped[split] = rows.dropped

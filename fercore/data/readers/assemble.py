@@ -6,7 +6,7 @@ from collections.abc import Callable
 import torch
 
 from ...config import DataConfig
-from ...errors import DataError
+from ...errors import DataError, notice
 from ...files import sha256_file
 from ..faceset import FaceSet
 from .decode import decode_split
@@ -37,13 +37,24 @@ def to_faceset(scan: Scan, name: str, split: Split, cfg: DataConfig) -> FaceSet:
 
 
 def read(scan_fn: Callable[[DataConfig, Problems], Scan], cfg: DataConfig) -> tuple[FaceSet, FaceSet]:
-    """Scan strictly, subsample (`n_train`/`n_test`, seeds 0/1) before decoding, decode, build FaceSets."""
-    scan = scan_fn(cfg, Problems(strict=True))
-    out = []
-    for name, n, seed in (("train", cfg.n_train, 0), ("test", cfg.n_test, 1)):
+    """Scan strictly, merge the AU / VA side files (`data.au_file`, `data.va_file`: keys checked against
+    the whole layout), subsample (`n_train`/`n_test`, seeds 0/1) before decoding, decode, build FaceSets."""
+    from ..sidefiles import apply_to_scan  # the side-file layer reads through this package's toolkit
+
+    problems = Problems(strict=True)
+    scan = scan_fn(cfg, problems)
+    apply_to_scan(scan, cfg, problems)
+    wanted = (("train", cfg.n_train, 0), ("test", cfg.n_test, 1))
+    for name, n, _ in wanted:  # both splits checked before either is decoded
         split = scan.splits[name]
         if not len(split):
             raise DataError(f"{scan.root}: the {name} split is empty (layout of {scan.dataset!r})")
+        if n > len(split):  # a profile's size is a cap (smoke: 384), so not an error; but never silent
+            notice(f"data.n_{name}={n} asks for more than the {len(split)} images of the {name} split of "
+                   f"{scan.dataset} at {scan.root}: using all {len(split)} (env.json records the size used)")
+    out = []
+    for name, n, seed in wanted:
+        split = scan.splits[name]
         full = len(split)
         fs = to_faceset(scan, name, split.subset(subsample_index(full, n, seed)), cfg)
         fs.meta["n_rows"] = full

@@ -4,13 +4,14 @@ seven class folders mapped by name (classes.CODINGS['ckplus48']), protocol ckplu
 
 Splits are subject-independent: the subjects are shuffled with `data.fold_seed` and dealt round-
 robin into `data.n_folds` folds; fold `data.fold` is the test split `[ours]` (the assignment is in
-`meta['folds']`). Optional FACS codes (`data.au_file`): a CSV with header `sequence,AU<n>,...` and one
-row per sequence (`S005_001`, 0/1 per AU, e.g. exported from NetFACS' `emotions_set`); every frame
-of a sequence inherits its codes, frames of sequences not in the file get `au_mask` 0.
+`meta['folds']`). Optional FACS codes (`data.au_file`) are a side file (`fercore/data/sidefiles.py`,
+docs/datasets.md#side-files) keyed by sequence: a CSV with a `sequence` column (`S005_001`, or
+`subject` + `sequence` columns), AU columns `AU<n>` with 0/1 and any other columns (emotion, ...)
+ignored, e.g. exported from NetFACS' `emotions_set`; every frame of a sequence inherits its codes
+(`sequence_of`), frames of sequences not in the file get `au_mask` 0.
 """
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
@@ -30,26 +31,10 @@ def fold_of_subjects(subjects: list[str], n_folds: int, seed: int) -> dict[str, 
     return {sorted(subjects)[j]: k % n_folds for k, j in enumerate(order)}
 
 
-def read_au_file(path: Path, problems: Problems) -> tuple[list[str], dict[str, list[float]]]:
-    """AU names and sequence -> 0/1 codes from a FACS table."""
-    if not path.is_file():
-        problems.add(path, "AU file missing (data.au_file)")
-        return [], {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, [])
-        if not header or header[0] != "sequence" or not all(re.fullmatch(r"AU\d+", h) for h in header[1:]):
-            problems.add(f"{path}:1", f"header must be 'sequence,AU<n>,...', got {','.join(header)!r}")
-            return [], {}
-        table = {}
-        for rec in reader:
-            where = f"{path}:{reader.line_num}"
-            if len(rec) != len(header) or not re.fullmatch(r"S\d{3}_\d{3}", rec[0]) or \
-                    any(v not in ("0", "1") for v in rec[1:]):
-                problems.add(where, f"expected 'S<subject>_<sequence>' and {len(header) - 1} values 0/1")
-                continue
-            table[rec[0]] = [float(v) for v in rec[1:]]
-    return header[1:], table
+def sequence_of(sample_id: str) -> str:
+    """The CK+ sequence `S<subject>_<sequence>` of a sample id `<class>/S005_001_00000011.png` (FACS
+    codes are given per sequence)."""
+    return sample_id.rsplit("/", 1)[-1][:8]
 
 
 def scan(cfg: DataConfig, problems: Problems) -> Scan:
@@ -77,20 +62,13 @@ def scan(cfg: DataConfig, problems: Problems) -> Scan:
     if not 0 <= cfg.fold < cfg.n_folds or (subjects and cfg.n_folds > len(subjects)):
         problems.add("data.fold", f"fold {cfg.fold} of n_folds {cfg.n_folds} with {len(subjects)} subjects")
     folds = fold_of_subjects(subjects, cfg.n_folds, cfg.fold_seed) if subjects else {}
-    au_names, table = read_au_file(Path(cfg.au_file), problems) if cfg.au_file else (None, {})
     splits = {}
     for split, in_test in (("train", False), ("test", True)):
         mine = [r for r in records if (folds.get(r[0]) == cfg.fold) == in_test]
         s = Split(ids=[r[2] for r in mine], label=[r[3] for r in mine], sources=[r[4] for r in mine],
                   where=[str(r[4]) for r in mine])
-        if au_names is not None:
-            s.au = np.array([table.get(r[1], [0.0] * len(au_names)) for r in mine],
-                            dtype=np.float32).reshape(-1, len(au_names))
-            s.au_mask = np.array([[float(r[1] in table)] * len(au_names) for r in mine],
-                                 dtype=np.float32).reshape(-1, len(au_names))
         s.extras["subject"] = np.array([int(r[0][1:]) for r in mine], dtype=np.int64)
         splits[split] = s
-    files = {"au_file": Path(cfg.au_file)} if cfg.au_file else {}
-    return Scan("ckplus", root, protocol, classes, "ckplus48", splits, files,
+    return Scan("ckplus", root, protocol, classes, "ckplus48", splits, {},
                 meta={"folds": folds, "fold": cfg.fold, "n_folds": cfg.n_folds, "fold_seed": cfg.fold_seed,
-                      "n_subjects": len(subjects)}, au_names=au_names)
+                      "n_subjects": len(subjects)})

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...config import DataConfig
 from ..classes import CLASSES, canonical_name, protocol_classes, resolve_protocol
-from .toolkit import Problems, Scan, Split, check_images_exist, read_csv
+from .toolkit import Problems, Scan, Split, check_images_exist, inside_root, read_csv
 
 FILES = {"train": "train.csv", "test": "test.csv"}
 
@@ -28,6 +28,9 @@ def _rows(path: Path, problems: Problems) -> list[dict]:
         if rec is None:
             continue
         row = dict(zip(header, rec), where=where)
+        row["source"] = inside_root(path.parent, row["path"], where, problems)
+        if row["source"] is None:
+            continue
         try:
             row["label"] = canonical_name(row["label"])
         except KeyError:
@@ -63,7 +66,7 @@ def scan(cfg: DataConfig, problems: Problems) -> Scan:
             else:
                 keep.append(r)
         split = Split(ids=[r["path"] for r in keep], label=[classes.index(r["label"]) for r in keep],
-                      sources=[root / r["path"] for r in keep], where=[r["where"] for r in keep])
+                      sources=[r["source"] for r in keep], where=[r["where"] for r in keep])
         if keep and "va" in keep[0]:
             va = np.array([r["va"] for r in keep], dtype=np.float32)
             split.va_mask = (~np.isnan(va).any(1)).astype(np.float32)

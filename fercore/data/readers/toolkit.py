@@ -8,6 +8,8 @@ data doctor passes a collecting one, so it lists every problem.
 from __future__ import annotations
 
 import csv
+import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -110,12 +112,15 @@ def read_csv(path: Path, problems: Problems, *, header: tuple[str, ...] | None =
 
 
 def inside_root(root: Path, rel: str, where: str, problems: Problems) -> Path | None:
-    """`root / rel` if it stays inside `root` (no absolute path, no `..` leaving it), else a problem."""
-    path = (root / rel).resolve()
-    try:
-        path.relative_to(root.resolve())
-    except ValueError:
-        problems.add(where, f"path {rel!r} leaves the data root {root}; paths must be relative to it")
+    """`root / rel` if `rel` is a relative path that stays inside `root` (no absolute path, no `..`
+    leaving it), else a problem naming the line. The check is on the path as written: a symbolic
+    link the user placed inside the root is followed, as a layout built of links to a store needs."""
+    if not rel.strip():
+        problems.add(where, "empty image path")
+        return None
+    text = rel.replace("\\", "/")  # a Windows-written `..\\x` leaves the root just the same
+    if Path(text).is_absolute() or re.match(r"^[A-Za-z]:", text) or Path(os.path.normpath(text)).parts[0] == "..":
+        problems.add(where, f"path {rel!r} leaves the data root {root}; paths must be relative to it, inside it")
         return None
     return root / rel
 

@@ -9,6 +9,7 @@ known true emotion; synthetic flips come on top (`fercore.data.noise`).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -17,12 +18,13 @@ from dataclasses import asdict
 import torch
 
 from ...config import SynthFERConfig
-from ...files import cache_dir
+from ...errors import notice
+from ...files import cache_dir, remove_stale_tmp
 from ..classes import protocol_classes
 from ..faceset import FaceSet
 from .annotate import annotate
 from .facs import AU_INDEX, AU_NAMES, circumplex_matrix, prototype_matrix
-from .render import render, sample_appearance
+from .render import GEOMETRY, render, sample_appearance
 
 VERSION = 2  # bump when generation changes, so caches are not reused across versions
 CHUNK = 500  # faces rendered at once; fixed so that the output does not depend on it
@@ -78,6 +80,17 @@ def sample_expressions(n: int, cfg: SynthFERConfig, gen: torch.Generator) -> dic
             "strength": strength, "au": au, "side": side, "va": va.clamp(-1, 1)}
 
 
+def identity_geometry(cfg: SynthFERConfig, n: int, split: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(identity of each of the split's n faces, balanced and shuffled; the (identities,) geometry
+    table of render.GEOMETRY keys, the same for every split of this seed)."""
+    table_seed = int(hashlib.sha256(f"{cfg.seed}/identities".encode()).hexdigest()[:15], 16)
+    table = sample_appearance(cfg.identities, torch.Generator().manual_seed(table_seed))
+    order_seed = int(hashlib.sha256(f"{cfg.seed}/{split}/identity-order".encode()).hexdigest()[:15], 16)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(order_seed))
+    identity = (torch.arange(n) % cfg.identities)[perm]
+    return identity, {k: table[k] for k in GEOMETRY}
+
+
 def _split(cfg: SynthFERConfig, n: int, split: str, image_size: int) -> FaceSet:
     if n < 1:
         raise ValueError(f"SynthFER {split} split: size must be at least 1, got {n}")
@@ -86,6 +99,10 @@ def _split(cfg: SynthFERConfig, n: int, split: str, image_size: int) -> FaceSet:
     gen = torch.Generator().manual_seed(seed)
     expr = sample_expressions(n, cfg, gen)
     app = sample_appearance(n, gen, cfg.p_glasses, cfg.p_occluder)
+    identity = None
+    if cfg.identities > 0:  # own generators: the default (identities=0) draws stay as they were
+        identity, geometry = identity_geometry(cfg, n, split)
+        app.update({k: v[identity] for k, v in geometry.items()})
     votes, majority = annotate(expr["au"], classes, cfg, gen)
     images, landmarks = [], []
     for start in range(0, n, CHUNK):
@@ -104,7 +121,8 @@ def _split(cfg: SynthFERConfig, n: int, split: str, image_size: int) -> FaceSet:
         landmarks=torch.cat(landmarks),
         extras={"votes": votes, "au_intensity": au_intensity, "blend_partner": expr["other"],
                 "blend_weight": expr["mix"].max(1).values, "strength": expr["strength"],
-                "occluded": app["occluder"], "glasses": app["glasses"]},
+                "occluded": app["occluder"], "glasses": app["glasses"],
+                **({} if identity is None else {"identity": identity})},
         meta={"dataset": "synthfer", "split": split, "au_names": list(AU_NAMES),
               "synthfer": asdict(cfg), "synthfer_version": VERSION})
 
@@ -116,8 +134,11 @@ def generate(cfg: SynthFERConfig, n_train: int = RAFDB_SIZES[0], n_test: int = R
 
 
 def config_key(cfg: SynthFERConfig, n: int, split: str, image_size: int) -> str:
+    fields = asdict(cfg)
+    if not fields["identities"]:  # added later: the default leaves the keys of existing caches unchanged
+        del fields["identities"]
     blob = json.dumps({"version": VERSION, "n": n, "split": split, "image_size": image_size,
-                       **asdict(cfg)}, sort_keys=True)
+                       **fields}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -128,16 +149,38 @@ def load_synthfer(cfg: SynthFERConfig, n_train: int = RAFDB_SIZES[0], n_test: in
     for split, n in (("train", n_train), ("test", n_test)):
         path = cache_dir() / f"synthfer-{config_key(cfg, n, split, image_size)}.pt"
         if cache and path.exists():
-            out.append(FaceSet.load(path))
-            continue
+            fs = _load_cached(path, n, image_size)
+            if fs is not None:
+                out.append(fs)
+                continue
         t0 = time.perf_counter()
         fs = _split(cfg, n, split, image_size)
         if verbose:
             print(f"SynthFER {split}: generated {n} faces at {image_size}px in {time.perf_counter() - t0:.1f}s")
         if cache:
-            fs.save(path)
+            try:
+                fs.save(path)
+            except OSError as e:  # the cache only saves time: go on without it
+                notice(f"SynthFER cache not written ({e}); continuing without it")
         out.append(fs)
     return out[0], out[1]
+
+
+def _load_cached(path, n: int, image_size: int) -> FaceSet | None:
+    """A cached split, or None (with a notice, the entry removed) when it does not read back as the
+    `n` faces at `image_size` it should hold: the split is generated again."""
+    remove_stale_tmp(path)  # what a writer killed halfway left beside the entry
+    try:
+        fs = FaceSet.load(path)
+        if len(fs) != n or fs.image_size != image_size:
+            raise ValueError(f"holds {len(fs)} faces at {fs.image_size} px, expected {n} at {image_size}")
+        return fs
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, KeyError, ...
+        why = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        notice(f"{path}: SynthFER cache entry does not read back ({why}); generating the split again")
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
 
 
 __all__ = ["AU_INDEX", "SynthFERConfig", "generate", "load_synthfer", "sample_expressions"]

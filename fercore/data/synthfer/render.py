@@ -22,6 +22,14 @@ HAIR = torch.tensor([[0.07, 0.06, 0.06], [0.22, 0.14, 0.09], [0.42, 0.28, 0.17],
 IRIS = torch.tensor([[0.30, 0.18, 0.10], [0.25, 0.45, 0.65], [0.30, 0.45, 0.28], [0.12, 0.09, 0.07]])
 
 
+# The identity-defining facial geometry among sample_appearance's keys (SynthFERConfig.identities):
+# face shape, eye placement and shape, brows, nose, mouth and lips. Everything else (skin, hair colour
+# and style, hairline, iris, gaze, lip tint, glasses, pose, background, lighting, occluder) is
+# appearance or scene, drawn per render [ours].
+GEOMETRY = ("face_w", "face_h", "chin", "eye_sep", "eye_y", "eye_w", "eye_open", "brow_gap", "brow_t",
+            "nose_y", "nose_w", "mouth_y", "mouth_w", "lip_u", "lip_l")
+
+
 def _u(gen: torch.Generator, n: int, lo: float, hi: float) -> Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=gen)
 

@@ -11,6 +11,7 @@ One module per component the abstract names (docs/mtac.md#components); every row
 | re-labeling by feature-level similarity     | relabel.py        | relabel = similarity / none      |
 | combine with existing frameworks            | here              | base = ce / scn / rul            |
 | fully- or weakly-supervised                 | here              | aux_fraction (AU/VA masks)       |
+| (which auxiliary tasks the data can serve)  | here              | au = auto, va = auto             |
 
 Total loss `[ours]`: `L = L_expr(c) + l_wr L_wr + l_au L_au + l_va L_va`, all weights 1.
 
@@ -23,9 +24,18 @@ since MTAC's CEB and WRM already are SCN's importance weighting and rank regular
 Weak supervision `[ours]`: AU and VA targets always enter through their masks; `aux_fraction`
 keeps the AU/VA labels of that (seeded) fraction of the training samples and masks the rest, so
 the same code runs fully supervised (1.0), weakly (between) or without auxiliary labels (0.0).
+Targets may be a reader's own or pseudo-labels from a side file (`data.au_file`, `data.va_file`,
+written by `fercore pseudo-label`; docs/mtac.md#weak-supervision-with-pseudo-labels).
+
+Which auxiliary tasks run `[ours]` (`auxiliary_plan`): `au=auto` is the AU graph (`graph`) when the
+training split has AU targets and no AU task otherwise, `va=auto` likewise `ccc` or none; explicit
+values need their targets, and every explicit choice the data cannot serve is reported at once,
+before the run directory exists. The decision reads only `DataFacts`, so a checkpoint rebuilds the
+same model; it is printed in one line when training starts and kept in `describe()` (env.json).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -33,12 +43,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...config import Fraction, NonNeg, NonNegInt, PosInt, Positive, Prob, Range
+from ...config import Fraction, NonNeg, NonNegInt, PosInt, Positive, Prob, Range, raise_problems
 from ...data.faceset import FaceSet
-from ...errors import ConfigError
 from ...models.backbone import init_linear
 from .. import register
-from ..base import Method, SampleRecord, TrainState
+from ..base import DataFacts, Method, SampleRecord, TrainState, annotated_images
 from ..rul import add_up_loss, feature_map_shape, rul_head, uncertainty_mixup
 from .au_graph import AUGraphHead, AULinearHead, adjacency, conditional_cooccurrence, masked_bce
 from .confidence import ConfidenceBlock, confidence_weighted_mean
@@ -68,7 +77,9 @@ class MTACParams:
     # class-imbalance weights of the expression loss `[ours]`
     class_weights: Literal["none", "inverse", "sqrt"] = "none"
     # action unit detection over a data-driven AU graph
-    au: Literal["graph", "linear", "none"] = "graph"  # graph: ML-GCN classifiers `[lineage: ML-GCN]`
+    # graph: ML-GCN classifiers `[lineage: ML-GCN]` | linear | none | auto: graph when the training split has
+    # AU targets, else none `[ours]`
+    au: Literal["graph", "linear", "none", "auto"] = "auto"
     au_weight: NonNeg = 1.0         # l_au `[ours]`
     au_threshold: Prob = 0.4        # binarisation of P(AU_j | AU_i) `[lineage: ML-GCN]`
     au_reweight: Prob = 0.25        # off-diagonal mass p `[lineage: ML-GCN]`
@@ -76,7 +87,8 @@ class MTACParams:
     au_hidden: PosInt = 256         # first GCN layer width `[ours]`
     au_fuse: bool = False           # alternative reading: fuse the AU distribution into the feature `[ours]`
     # valence-arousal measurement
-    va: Literal["ccc", "mse", "none"] = "ccc"  # ccc: (1-CCC_v)+(1-CCC_a) | mse `[ours]`
+    # ccc: (1-CCC_v)+(1-CCC_a) | mse | none | auto: ccc when the training split has VA targets, else none `[ours]`
+    va: Literal["ccc", "mse", "none", "auto"] = "auto"
     va_weight: NonNeg = 1.0         # l_va `[ours]`
     va_min_samples: Annotated[int, Range(2)] = 8  # fewer annotated samples in a batch: MSE instead of CCC `[ours]`
     # re-labeling guided by feature-level similarity
@@ -97,6 +109,53 @@ class MTACParams:
     rul_dropout: Prob = 0.4         # RUL head dropout `[lineage: RUL]`
 
 
+AUTO = {"au": "graph", "va": "ccc"}  # what `auto` resolves to when the training split has the targets [ours]
+SIDE_FILES = "docs/datasets.md#side-files"
+
+
+def auxiliary_plan(p: MTACParams, facts: DataFacts, dataset: str, data: FaceSet | None = None
+                   ) -> tuple[dict[str, dict], list[str]]:
+    """Which auxiliary tasks run and why, from the data facts alone: `{"au": {"requested", "used",
+    "why"}, "va": {...}}`, and one problem line for every explicit choice the data cannot serve
+    (`data`, when given, only adds coverage counts to the reasons)."""
+    have = {"au": bool(facts.au_names), "va": facts.has_va}
+    what = {"au": "AU", "va": "valence-arousal"}
+    plan, problems = {}, []
+    for task in ("au", "va"):
+        req = getattr(p, task)
+        if have[task] and data is not None:
+            target, mask = (data.au, data.au_mask) if task == "au" else (data.va, data.va_mask)
+            count = f"{annotated_images(target, mask)} of {len(data)} training images have {what[task]} targets"
+        else:
+            count = f"the training split has {what[task]} targets"
+        if task == "au" and have[task]:
+            count += f", {len(facts.au_names)} AUs"
+        if req == "none":
+            used, why = "none", f"mtac.{task}=none"
+        elif have[task]:
+            used = AUTO[task] if req == "auto" else req
+            why = ("auto: " if req == "auto" else "") + count
+        elif req == "auto":
+            used, why = "none", (f"auto: dataset {dataset!r} has no {what[task]} targets; add them with "
+                                 f"data.{task}_file ({SIDE_FILES}, e.g. from `fercore pseudo-label`)")
+        else:
+            used, why = req, ""
+            problems.append(f"mtac.{task}={req} needs {what[task]} labels, and dataset {dataset!r} has none; set "
+                            f"mtac.{task}=auto (or none), or give {what[task]} targets with data.{task}_file "
+                            f"({SIDE_FILES})")
+        plan[task] = {"requested": req, "used": used, "why": why}
+    return plan, problems
+
+
+def plan_line(plan: dict[str, dict]) -> str:
+    """The one line a training run prints about its auxiliary tasks."""
+    parts = []
+    for task, name in (("au", "AU task"), ("va", "VA task")):
+        t = plan[task]
+        parts.append(f"{name} {'off' if t['used'] == 'none' else t['used']} ({t['why']})")
+    return "mtac: " + "; ".join(parts)
+
+
 @register
 class MTAC(Method):
     """Confidence-weighted expression branch + AU graph and VA auxiliary tasks + similarity relabeling."""
@@ -109,14 +168,13 @@ class MTAC(Method):
         super().__init__(cfg, train)
         p = self.params
         facts, dim = self.facts, self.backbone.num_features
-        if p.au != "none" and not facts.au_names:
-            raise ConfigError(f"mtac.au={p.au} needs AU labels, and dataset {cfg.data.dataset!r} has none; "
-                              f"set mtac.au=none")
-        if p.va != "none" and not facts.has_va:
-            raise ConfigError(f"mtac.va={p.va} needs valence-arousal labels, and dataset {cfg.data.dataset!r} "
-                              f"has none; set mtac.va=none")
-        num_aus = len(facts.au_names or [])
         data = train if isinstance(train, FaceSet) else None  # None: rebuilt from a checkpoint
+        self.aux_plan, problems = auxiliary_plan(p, facts, cfg.data.dataset, data)
+        raise_problems(problems)                             # every incompatible choice at once
+        self.au_mode, self.va_mode = self.aux_plan["au"]["used"], self.aux_plan["va"]["used"]
+        if data is not None and int(os.environ.get("RANK", "0")) == 0:
+            print(plan_line(self.aux_plan))
+        num_aus = len(facts.au_names or []) if self.au_mode != "none" else 0
 
         # expression branch of the base framework
         expr_dim = p.rul_dim if p.base == "rul" else dim
@@ -139,16 +197,16 @@ class MTAC(Method):
 
         # auxiliary tasks
         self.au_head: nn.Module | None = None
-        if p.au == "graph":
+        if self.au_mode == "graph":
             self.au_head = AUGraphHead(num_aus, dim, p.au_embed, p.au_hidden)
             if data is not None:
                 mask = (data.au_mask if data.au_mask is not None else torch.ones_like(data.au)) * self.aux_keep[:, None]
                 self.au_head.set_adjacency(adjacency(conditional_cooccurrence(data.au, mask),
                                                      p.au_threshold, p.au_reweight))
-        elif p.au == "linear":
+        elif self.au_mode == "linear":
             self.au_head = AULinearHead(num_aus, dim)
         self.au_fuse = nn.Linear(num_aus, expr_dim) if p.au_fuse and self.au_head is not None else None
-        self.va_head = VAHead(dim) if p.va != "none" else None
+        self.va_head = VAHead(dim) if self.va_mode != "none" else None
 
         # relabeling
         self.templates = (ClassTemplates(self.num_classes, dim, p.template_momentum, p.template_center)
@@ -234,7 +292,7 @@ class MTAC(Method):
             logs["au_bce"] = au.detach()
         if "va" in out:
             mask = batch.get("va_mask", torch.ones_like(keep)).reshape(-1) * keep
-            va = va_loss(out["va"], batch["va"], mask, p.va, p.va_min_samples)
+            va = va_loss(out["va"], batch["va"], mask, self.va_mode, p.va_min_samples)
             loss = loss + p.va_weight * va
             logs["va"] = va.detach()
         return loss, logs
@@ -288,7 +346,7 @@ class MTAC(Method):
         p = self.params
         d = {"base": p.base, "first_relabel_epoch": first_relabel_epoch(p.relabel_start, self.cfg.train.epochs)
              if p.relabel != "none" or p.base == "scn" else None,
-             "aux_labels_kept": float(self.aux_keep.mean())}
+             "aux_labels_kept": float(self.aux_keep.mean()), "auxiliary": self.aux_plan}
         if isinstance(self.au_head, AUGraphHead):
             d["au_nodes"] = list(self.facts.au_names)
             d["au_graph_edges"] = int((self.au_head.adj > 0).sum()) - len(self.au_head.adj)

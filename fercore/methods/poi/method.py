@@ -16,6 +16,7 @@ and the per-region distributions at the last epoch.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -23,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...config import Fraction, NonNeg, OptimConfig, PosInt, Positive, Prob, Range
+from ...config import Fraction, NonNeg, OptimConfig, PosInt, Positive, Prob, Range, raise_problems
+from ...data.faceset import FaceSet
 from ...data.landmarks import TEMPLATE, mean_template, template_landmarks
 from ...errors import ConfigError
 from ...models.backbone import init_linear
@@ -53,6 +55,7 @@ class POIParams:
     landmarks: Literal["auto", "template"] = "auto"  # auto: the batch's landmarks, else the template | template: always
     # PIN [ours]
     pin_backbone: str = ""          # timm name of PIN's stem; empty: model.backbone
+    pin_weights: bool = True        # load model.weights into PIN's stem too (the same network cut at `stride`) `[ours]`
     branch_width: PosInt = 256
     # prior knowledge of AUs and emotions
     prior: Literal[PRIOR_TABLES] = "emfacs"  # emfacs | du2014 | learned (no prior knowledge)
@@ -78,6 +81,9 @@ class POIParams:
     u_margin: NonNeg = 0.15         # rank: required gap between the groups
     # optional AU supervision of PIN: masked BCE where AU labels exist [ours]
     au_weight: NonNeg = 0.0
+    # what au_weight > 0 does on a training split without labels for the vocabulary's AUs: required = a
+    # configuration error | auto = PIN's AUs stay latent, said in one line `[ours]`
+    au_supervision: Literal["required", "auto"] = "auto"
 
     def problems(self, key: str) -> list[str]:
         if not self.regions:
@@ -85,6 +91,23 @@ class POIParams:
         if len(set(self.regions)) != len(self.regions):
             return [f"config key '{key}regions' names a region twice: {list(self.regions)}"]
         return []
+
+
+def au_plan(p: POIParams, cols: Tensor, aus: list[int], dataset: str) -> tuple[dict, list[str]]:
+    """Whether PIN's AU logits are supervised, and why (`cols`: the dataset column of each vocabulary
+    AU, -1 where it has none); with `au_supervision=required`, a problem line when they cannot be."""
+    have = int((cols >= 0).sum())
+    plan = {"requested": p.au_supervision, "au_weight": p.au_weight, "used": False}
+    if p.au_weight == 0:
+        return {**plan, "why": "poi.au_weight=0: PIN's AUs are latent"}, []
+    if have:
+        return {**plan, "used": True, "why": f"{have} of the {len(aus)} vocabulary AUs have labels"}, []
+    why = (f"dataset {dataset!r} has no labels for the AUs {list(aus)}; add them with data.au_file "
+           f"(docs/datasets.md#side-files)")
+    if p.au_supervision == "auto":
+        return {**plan, "why": f"auto: {why}"}, []
+    return {**plan, "why": why}, [f"poi.au_weight={p.au_weight}, but the training set has no labels for the AUs "
+                                  f"{list(aus)}: {why.split('; ', 1)[1]}, or set poi.au_supervision=auto"]
 
 
 @register
@@ -101,14 +124,22 @@ class POI(Method):
         self.regions = tuple(p.regions)
         classes = tuple(self.facts.classes)
         self.aus = au_vocabulary(classes)
-        prior = None if p.prior == "learned" else prior_matrix(p.prior, classes, self.aus)
+        # vocabulary AU -> column of the dataset's AU labels (-1: not annotated)
+        names = self.facts.au_names or []
+        cols = torch.tensor([names.index(f"AU{a}") if f"AU{a}" in names else -1 for a in self.aus])
+        self.au_plan, problems = au_plan(p, cols, self.aus, cfg.data.dataset)
+        self.au_supervised = self.au_plan["used"]
         try:
+            prior = None if p.prior == "learned" else prior_matrix(p.prior, classes, self.aus)
             self.pin = PIN(p.pin_backbone or cfg.model.backbone, p.stride, self.regions, p.patch, self.aus,
                            prior, self.num_classes, p.residual, p.branch_width, p.prior_scale)
-        except ConfigError:
-            raise
+        except ConfigError as e:
+            raise_problems(problems + str(e).splitlines())   # every incompatible choice at once
         except ValueError as e:
-            raise ConfigError(f"poi: {e}") from None
+            raise_problems(problems + [f"poi: {e}"])
+        raise_problems(problems)
+        if isinstance(train, FaceSet) and p.au_weight > 0 and int(os.environ.get("RANK", "0")) == 0:
+            print(f"poi: PIN AU supervision {'on' if self.au_supervised else 'off'} ({self.au_plan['why']})")
         self.fc = init_linear(nn.Linear(self.backbone.num_features, self.num_classes))
         self.uncertainty = None
         if p.transfer == "dynamic":
@@ -118,11 +149,6 @@ class POI(Method):
         # buffer, so a method rebuilt from DataFacts gets the training set's template from its checkpoint)
         lmk = getattr(train, "landmarks", None)
         self.register_buffer("template", TEMPLATE.clone() if lmk is None else mean_template(lmk, self.facts.image_size))
-        # vocabulary AU -> column of the dataset's AU labels (-1: not annotated)
-        names = self.facts.au_names or []
-        cols = torch.tensor([names.index(f"AU{a}") if f"AU{a}" in names else -1 for a in self.aus])
-        if p.au_weight > 0 and not bool((cols >= 0).any()):
-            raise ConfigError(f"poi.au_weight={p.au_weight}, but the training set has no labels for the AUs {self.aus}")
         self.register_buffer("au_cols", cols)
         self.record_u, self.record_w = SampleRecord(self.num_train), SampleRecord(self.num_train)
         self.record_q = torch.full((self.num_train, self.num_classes), math.nan)
@@ -206,7 +232,7 @@ class POI(Method):
         elif p.transfer == "dynamic" and p.u_reg == "rank":
             u_reg = r * rank_penalty(out["u"].float(), p.u_beta, p.u_margin)
         loss = pin_ce + p.ml_weight * ml + trn + p.u_weight * u_reg
-        if p.au_weight > 0:
+        if self.au_supervised:
             au = self.au_loss(batch, out["au_logits"])
             loss = loss + p.au_weight * au
             logs["au_bce"] = au.detach()
@@ -244,12 +270,18 @@ class POI(Method):
             out["region_prob"] = self.record_regions
         return out
 
+    def extra_weight_targets(self) -> dict[str, nn.Module]:
+        """PIN's stem, when it is the backbone's architecture and `pin_weights` is on."""
+        same = (self.params.pin_backbone or self.cfg.model.backbone) == self.cfg.model.backbone
+        return {"pin.stem": self.pin.stem} if self.params.pin_weights and same else {}
+
     def describe(self) -> dict:
         """Resolved choices for env.json: the AU vocabulary, each region's AUs, the prior's source."""
         p = self.params
         return {"aus": list(self.aus), "regions": {r: list(a) for r, a in zip(self.regions, self.pin.region_aus)},
                 "prior": p.prior if p.prior == "learned" else {p.prior: load_tables()[p.prior]["citation"]},
-                "landmark_template": "train mean" if self.facts.has_landmarks else "arcface_112"}
+                "landmark_template": "train mean" if self.facts.has_landmarks else "arcface_112",
+                "au_supervision": self.au_plan}
 
     def param_groups(self, optim: OptimConfig) -> list[dict]:
         """Both backbones (TRN's and PIN's stem) at `optim.lr`, the heads and branches at `head_lr`."""
