@@ -78,6 +78,20 @@ def remove_stale_tmp(path: str | Path) -> list[Path]:
     return removed
 
 
+def read_cache_entry(path: str | Path, load):
+    """(`load(path)`, None) for a cache entry, or (None, why) when it does not read back (damaged,
+    truncated, of another shape: `load` raises); such an entry is removed, so the caller rebuilds it
+    and says why. Stale temporary files of killed writers beside it go first. Every cache uses this."""
+    path = Path(path)
+    remove_stale_tmp(path)
+    try:
+        return load(path), None
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, KeyError, ...
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None, (str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__)
+
+
 def write_failure(path: Path, error: BaseException, written: int = 0) -> WriteError | None:
     """A WriteError naming `path` if `error` means the file could not be written (any OSError, or
     torch's serialiser failing on a short write), else None (a bug or bad data: let it through)."""

@@ -15,6 +15,13 @@ def synth_small():
     return load_synthfer(SynthFERConfig(), n_train=256, n_test=96, image_size=48)
 
 
+@pytest.fixture(scope="module")
+def faces(synth_small):
+    """The first 24 train and 12 test faces of `synth_small`: what the reader fixtures write to disk."""
+    train, test = synth_small
+    return train.subset(range(24)), test.subset(range(12))
+
+
 @pytest.fixture
 def tiny_config(tmp_path):
     """A config that trains in a few seconds on CPU."""

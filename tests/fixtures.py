@@ -27,6 +27,16 @@ CK_FOLDER = {"anger": "anger", "contempt": "contempt", "disgust": "disgust", "fe
 ABAW_CODE = {"neutral": 0, "anger": 1, "disgust": 2, "fear": 3, "happy": 4, "sad": 5, "surprise": 6, "other": 7}
 
 
+def read(dataset: str, root, *overrides: str):
+    """(train, test) read back by fercore's `dataset` reader from `root`, at 48 px, smoke profile."""
+    from fercore.config import build_config
+    from fercore.data.datasets import load_dataset
+
+    cfg = build_config("smoke", overrides=[f"data.dataset={dataset}", f"data.data_root={root}",
+                                           "data.image_size=48", *overrides])
+    return load_dataset(cfg.data)
+
+
 def name_of(fs: FaceSet, i: int) -> str:
     return fs.classes[int(fs.label[i])]
 

@@ -4,6 +4,7 @@ import fixtures as fx
 import numpy as np
 import pytest
 import torch
+from fixtures import read
 from PIL import Image
 
 from fercore.config import build_config
@@ -21,18 +22,6 @@ from fercore.data.datasets import READERS, load_dataset
 from fercore.data.doctor import published_counts
 from fercore.data.synthfer.dataset import RAFDB_TRAIN_COUNTS
 from fercore.errors import ConfigError, DataError
-
-
-@pytest.fixture(scope="module")
-def faces(synth_small):
-    train, test = synth_small
-    return train.subset(range(24)), test.subset(range(12))
-
-
-def read(dataset, root, *overrides):
-    cfg = build_config("smoke", overrides=[f"data.dataset={dataset}", f"data.data_root={root}",
-                                           "data.image_size=48", *overrides])
-    return load_dataset(cfg.data)
 
 
 def pil(path, box=None):

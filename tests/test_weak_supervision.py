@@ -9,6 +9,7 @@ import fixtures as fx
 import numpy as np
 import pytest
 import torch
+from fixtures import read
 
 from fercore.cli import main
 from fercore.config import build_config
@@ -19,18 +20,6 @@ from fercore.errors import ConfigError, DataError, RunError
 from fercore.methods import get_method
 from fercore.metrics import au_f1
 from fercore.pseudo_label import parse_au_map, pseudo_label, target_data
-
-
-@pytest.fixture(scope="module")
-def faces(synth_small):
-    train, test = synth_small
-    return train.subset(range(24)), test.subset(range(12))
-
-
-def read(dataset, root, *overrides):
-    cfg = build_config("smoke", overrides=[f"data.dataset={dataset}", f"data.data_root={root}",
-                                           "data.image_size=48", *overrides])
-    return load_dataset(cfg.data)
 
 
 def write(path, rows):

@@ -10,7 +10,6 @@ reason. A cache entry that does not read back is decoded again, with a notice.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -25,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
 from ...errors import DataError, notice
-from ...files import atomic_path, cache_dir, remove_stale_tmp
+from ...files import atomic_path, cache_dir, read_cache_entry
 from .toolkit import PixelRow, Split
 
 CACHE_VERSION = 2  # bump when decoding changes, so decode caches are not reused across versions
@@ -205,16 +204,13 @@ def decode_split(split: Split, size: int, *, cache: bool = True, device: str = "
 def _load_cached(path: Path, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """A decode cache entry, or None (with a notice, the entry removed) when it does not read back as
     the (n, 3, size, size) uint8 images and (n, 2) sizes it should hold: the split is decoded again."""
-    remove_stale_tmp(path)  # what a writer killed halfway left beside the entry
-    try:
-        blob = torch.load(path, weights_only=True)
+    def load(p):
+        blob = torch.load(p, weights_only=True)
         images, sizes = blob["images"], blob["sizes"]
         if tuple(images.shape) != (n, 3, size, size) or images.dtype != torch.uint8 or tuple(sizes.shape) != (n, 2):
             raise ValueError(f"holds {tuple(images.shape)} images, expected {(n, 3, size, size)}")
         return images, sizes
-    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, KeyError, ...
-        why = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+    out, why = read_cache_entry(path, load)
+    if why:
         notice(f"{path}: decode cache entry does not read back ({why}); decoding the split again")
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return None
+    return out

@@ -9,7 +9,6 @@ known true emotion; synthetic flips come on top (`fercore.data.noise`).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -19,7 +18,7 @@ import torch
 
 from ...config import SynthFERConfig
 from ...errors import notice
-from ...files import cache_dir, remove_stale_tmp
+from ...files import cache_dir, read_cache_entry
 from ..classes import protocol_classes
 from ..faceset import FaceSet
 from .annotate import annotate
@@ -169,18 +168,15 @@ def load_synthfer(cfg: SynthFERConfig, n_train: int = RAFDB_SIZES[0], n_test: in
 def _load_cached(path, n: int, image_size: int) -> FaceSet | None:
     """A cached split, or None (with a notice, the entry removed) when it does not read back as the
     `n` faces at `image_size` it should hold: the split is generated again."""
-    remove_stale_tmp(path)  # what a writer killed halfway left beside the entry
-    try:
-        fs = FaceSet.load(path)
+    def load(p):
+        fs = FaceSet.load(p)
         if len(fs) != n or fs.image_size != image_size:
             raise ValueError(f"holds {len(fs)} faces at {fs.image_size} px, expected {n} at {image_size}")
         return fs
-    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, KeyError, ...
-        why = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+    out, why = read_cache_entry(path, load)
+    if why:
         notice(f"{path}: SynthFER cache entry does not read back ({why}); generating the split again")
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return None
+    return out
 
 
 __all__ = ["AU_INDEX", "SynthFERConfig", "generate", "load_synthfer", "sample_expressions"]
