@@ -36,7 +36,7 @@ from .errors import ConfigError, NonFiniteLossError, RunError, notice
 from .methods import get_method
 from .methods.base import DataFacts, Method, SampleRecord, TrainState
 from .metrics import auxiliary_report, classification_report
-from .models.backbone import unknown_model
+from .models.backbone import native_bf16, unknown_model
 from .models.weights import load_backbone_weights
 from .rundir import RunDir, code_hash, environment
 
@@ -57,8 +57,11 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def amp_dtype(spec: str, device: torch.device) -> torch.dtype | None:
-    """train.amp: 'auto' = bf16 autocast on CUDA and none on CPU (it changes the numerics there), 'bf16', 'none'."""
+    """train.amp: 'auto' = bf16 autocast on CUDA and none on CPU (it changes the numerics there); 'fast' =
+    bf16 wherever the device computes it natively (`native_bf16`), else none; 'bf16'; 'none'."""
     check_choice("train.amp", spec, Amp)
+    if spec == "fast":
+        return torch.bfloat16 if native_bf16(device) else None
     return torch.bfloat16 if spec == "bf16" or (spec == "auto" and device.type == "cuda") else None
 
 

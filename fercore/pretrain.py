@@ -47,7 +47,7 @@ from .data.loader import Loader
 from .data.synthfer import load_synthfer
 from .errors import ConfigError, RunError
 from .files import atomic_path, cache_dir, sha256_text
-from .models.backbone import Backbone, init_linear
+from .models.backbone import Backbone, init_linear, native_bf16
 
 VERSION = 1  # bump when training changes, so cached backbones are not reused across versions
 PREFIX = "pretrain:"
@@ -71,7 +71,9 @@ class PretrainConfig:
     weight_decay: NonNeg = 1e-4
     schedule: Literal["cosine", "none"] = "cosine"  # cosine to 0 over the run, per step
     warmup_steps: NonNegInt = 0     # linear warm-up steps before the schedule
-    amp: Literal["bf16", "none"] = "bf16"  # bf16 autocast (CPU and CUDA)
+    # bf16 autocast; fast: bf16 where the CPU computes it natively (AVX-512 BF16 / AMX), else fp32;
+    # the cache key holds what `fast` resolved to, so bf16 and fp32 backbones are cached apart
+    amp: Literal["fast", "bf16", "none"] = "fast"
     memory_format: Literal["channels_last", "contiguous"] = "channels_last"
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # the runs' default: flip + erasing
     normalize: Literal["imagenet", "msceleb", "half"] = "imagenet"  # the runs' data.normalize
@@ -83,9 +85,16 @@ class PretrainConfig:
             return [f"pretrain objective 'identity' needs {key}synthfer.identities >= 2"]
         return []
 
+    def resolved_amp(self) -> str:
+        """'bf16' or 'none': what `amp` means on this machine (pretraining runs on the CPU)."""
+        if self.amp == "fast":
+            return "bf16" if native_bf16(torch.device("cpu")) else "none"
+        return self.amp
+
     def key(self) -> str:
         d = asdict(self)
         d.pop("num_threads")
+        d["amp"] = self.resolved_amp()
         return sha256_text(json.dumps({"version": VERSION, **d}, sort_keys=True, default=list), 16)
 
 
@@ -168,7 +177,7 @@ def train_backbone(cfg: PretrainConfig, verbose: bool = False) -> tuple[dict[str
         return 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    dtype = torch.bfloat16 if cfg.amp == "bf16" else None
+    dtype = torch.bfloat16 if cfg.resolved_amp() == "bf16" else None
     history = []
     backbone.train()
     for epoch in range(cfg.epochs):
@@ -198,7 +207,8 @@ def train_backbone(cfg: PretrainConfig, verbose: bool = False) -> tuple[dict[str
                   + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"), flush=True)
     record = {"config": json.loads(json.dumps(asdict(cfg), default=list)), "key": cfg.key(), "version": VERSION,
               "history": history, "data_s": t_data, "train_s": time.perf_counter() - t_start - t_data,
-              "threads": torch.get_num_threads(), "torch": torch.__version__}
+              "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "amp": cfg.resolved_amp()}
     return {k: v.detach().contiguous().clone() for k, v in backbone.net.state_dict().items()}, record
 
 

@@ -15,10 +15,26 @@ def test_auto_options_follow_the_device():
     assert amp_dtype("bf16", CPU) is torch.bfloat16 and amp_dtype("none", CUDA) is None
     assert not use_channels_last("auto", CPU) and use_channels_last("auto", CUDA)
     assert use_channels_last("channels_last", CPU) and not use_channels_last("contiguous", CUDA)
-    with pytest.raises(ConfigError, match="train.amp: expected auto, bf16 or none, got 'fp8'"):
+    with pytest.raises(ConfigError, match="train.amp: expected auto, fast, bf16 or none, got 'fp8'"):
         amp_dtype("fp8", CPU)
     with pytest.raises(ConfigError, match="model.memory_format: expected auto, channels_last or contiguous"):
         use_channels_last("nhwc", CPU)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_fast_means_bf16_only_where_the_device_computes_it_natively(monkeypatch, native):
+    import fercore.engine as engine
+    import fercore.models.backbone as backbone
+    from fercore.pretrain import PretrainConfig
+
+    assert backbone.native_bf16(CUDA)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native, raising=False)
+    assert backbone.native_bf16(CPU) is native
+    assert engine.amp_dtype("fast", CPU) is (torch.bfloat16 if native else None)
+    assert engine.amp_dtype("fast", CUDA) is torch.bfloat16
+    assert PretrainConfig().resolved_amp() == ("bf16" if native else "none")
+    keys = {PretrainConfig().key(), PretrainConfig(amp="bf16").key(), PretrainConfig(amp="none").key()}
+    assert len(keys) == 2  # fast shares its cache with what it resolved to, never with the other
 
 
 def test_bf16_channels_last_run_on_cpu(tiny_config):

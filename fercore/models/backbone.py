@@ -8,9 +8,19 @@ from __future__ import annotations
 import difflib
 
 import timm
+import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively: any CUDA device, or a CPU whose oneDNN has bf16 kernels
+    (AVX-512 BF16 or AMX). On other CPUs (AVX2) torch emulates bf16 and autocast slows training several
+    times (BENCHMARKS.md), so `train.amp=fast` and the pretraining's `amp=fast` leave it off there."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def unknown_model(name: str, key: str) -> ConfigError | None:
