@@ -297,8 +297,9 @@ PROFILES: dict[str, dict] = {
     # budget for every notebook (docs/architecture.md#profiles) [ours]: fine-tuning from fercore's own
     # AU-pretrained backbone (fercore.pretrain, preset au32), 1,200 faces at 32 px (expressions stay
     # readable), 10 epochs of batch 128 with Adam 2e-3 decayed by 0.75 per epoch, so test accuracy has
-    # stopped rising by the last epochs and ce fits more and more of the flipped labels; bf16 autocast and
-    # channels_last (1.3-1.5x faster on this CPU, same accuracy curve; BENCHMARKS.md).
+    # stopped rising by the last epochs and ce fits more and more of the flipped labels; channels_last
+    # (1.1x on an AVX2 CPU) and bf16 autocast where the device has it natively (`train.amp=fast`: 1.35x on
+    # a CPU with native bf16; 50x slower where it is emulated, BENCHMARKS.md).
     "quick": {"data": {"image_size": 32, "n_train": 1200, "n_test": 600},
               "model": {"backbone": "resnet10t", "weights": "pretrain:au32", "memory_format": "channels_last"},
               "optim": {"lr": 2e-3, "gamma": 0.75},
