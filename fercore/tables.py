@@ -183,7 +183,8 @@ def write_table(df: pd.DataFrame, stem: str | Path, caption: str, digits: int = 
     """`<stem>.md` (caption + table), `<stem>.tex` (booktabs) and `<stem>.csv`; returns the paths."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".md"), stem.with_suffix(".tex"), stem.with_suffix(".csv")]
+    # appended, not with_suffix: a stem like "comparison_sym0.3" must not lose its ".3"
+    paths = [stem.with_name(stem.name + ext) for ext in (".md", ".tex", ".csv")]
     write_atomic(paths[0], f"{caption}\n\n{markdown_table(df, digits)}")
     write_atomic(paths[1], latex_table(df, caption, f"tab:{stem.name}", digits))
     write_atomic(paths[2], df.to_csv(index=False))

@@ -44,3 +44,13 @@ def test_figures_and_tables_are_recorded_and_indexed(tmp_path, monkeypatch):
     assert "Not recorded by any notebook" in index and "- stray.png" in index
     assert (tmp_path / "figs" / "tables" / "demo_acc.tex").is_file()
     assert "tables/demo_acc.tex" not in index.split("Not recorded")[-1]
+
+
+def test_a_dotted_table_name_keeps_its_dots(tmp_path):
+    from fercore.tables import write_table
+
+    df = pd.DataFrame({"method": ["ce"], "acc": [0.5]})
+    a = write_table(df, tmp_path / "comparison_sym0.3", "a")
+    b = write_table(df, tmp_path / "comparison_sym0.3_regime", "b")
+    assert [p.name for p in a] == ["comparison_sym0.3.md", "comparison_sym0.3.tex", "comparison_sym0.3.csv"]
+    assert {p.name for p in a}.isdisjoint(p.name for p in b)  # two tables never overwrite each other
