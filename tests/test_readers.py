@@ -219,7 +219,8 @@ def test_ferplus_real_noise_round_trips_through_a_run(tmp_path, faces):
     from fercore.engine import fit
 
     disagree = (5, 6, 9, 12, 15, 21)
-    fx.write_fer(tmp_path / "fer", *faces, disagree=disagree)
+    truth = fx.write_fer(tmp_path / "fer", *faces, disagree=disagree)
+    constructed = {r["name"] for r in truth["rows"] if r["row"] in disagree}
     cfg = build_config("smoke", overrides=["data.dataset=ferplus", f"data.data_root={tmp_path / 'fer'}",
                                            "data.label_source=fer2013", "data.image_size=32", "train.epochs=1",
                                            "model.backbone=resnet10t", f"out_dir={tmp_path / 'runs'}"])
@@ -228,6 +229,10 @@ def test_ferplus_real_noise_round_trips_through_a_run(tmp_path, faces):
     assert d["id"].tolist() == train.ids
     assert (d["label_given"] != d["clean_label"]).tolist() == train.extras["flipped"].tolist()
     assert int((d["label_given"] != d["clean_label"]).sum()) == train.meta["train_fer2013_disagrees"]["images"]
+    marked = {i for i, f in zip(train.ids, train.extras["flipped"].tolist()) if f}
+    kept = {i for i in train.ids if i.split("#")[0] in constructed}  # ids are <image name>#<csv row>
+    assert marked and marked == kept, (marked, kept)  # exactly the constructed disagreement
+    assert len(kept) == sum(1 for r in truth["rows"] if r["row"] in disagree and r["usage"] == "Training")
 
 
 def test_label_source_is_for_ferplus_only():
