@@ -188,3 +188,22 @@ def test_no_pointer_to_a_document_outside_the_repository():
                                                 "52-pairing-with-fer2013-by-row-never-by-name")])
 def test_slug_is_githubs(heading, expected):
     assert slug(heading.lstrip("# ")) == expected
+
+
+LINK = re.compile(r"\]\(([^)#\s]+)(#[^)\s]*)?\)")
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    """Markdown links ([text](path)) in the README, docs/ and figures/README.md name files that exist
+    (the rendered notebooks and figures included), so a reader of the repository never meets a dead link."""
+    pages = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *(ROOT / "docs").glob("*.md"), ROOT / "figures" / "README.md"]
+    bad = []
+    for page in (p for p in pages if p.is_file()):
+        for i, line in enumerate(page.read_text().splitlines(), 1):
+            for m in LINK.finditer(line):
+                target = m.group(1)
+                if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+                    continue
+                if not (page.parent / target).exists():
+                    bad.append(f"{page.relative_to(ROOT)}:{i}: {target} does not exist")
+    assert not bad, "\n".join(bad)
