@@ -118,8 +118,9 @@ for nb in "${notebooks[@]}"; do
     echo "reproduce.sh: $nb failed; the cell that failed and its error are above and in $out" >&2
     exit 1
   fi
-  # the executed notebook as a page for people who read rather than run (figures embedded)
-  "$py" -m jupyter nbconvert --to html --log-level WARN --output-dir "$html" "$out"
+  # the executed notebook as a page for people who read rather than run (figures embedded; the basic
+  # template leaves out the 3,000 lines of CSS and JS every page would otherwise repeat)
+  "$py" -m jupyter nbconvert --to html --template basic --log-level WARN --output-dir "$html" "$out"
   echo "reproduce.sh: $nb done in $((SECONDS - t)) s"
 done
 "$py" -c "from fercore.notebook import write_index; print(write_index('$figdir'))"

@@ -167,13 +167,17 @@ def test_every_documentation_pointer_resolves():
     assert not bad, "\n".join(bad)
 
 
+# the material folder beside a checkout, spelled so that this file does not itself point there
+OUTSIDE = ("/".join(("shared", "docs")), "/".join(("..", "shared")))
+
+
 def test_no_pointer_to_a_document_outside_the_repository():
     bad = []
     for f in _sources():
         if f == Path(__file__).resolve():
             continue
         for i, line in enumerate(f.read_text().splitlines(), 1):
-            if "shared/docs" in line or "../shared" in line:
+            if any(bad in line for bad in OUTSIDE):
                 bad.append(f"{f.relative_to(ROOT)}:{i}: points outside the repository")
             for m in OLD_STYLE.finditer(line):
                 if f.parent.name != "docs":  # inside docs/, pages link to each other by file name
