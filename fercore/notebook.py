@@ -56,7 +56,9 @@ class Notebook:
         """Save a matplotlib figure as PNG under the figure folder (and close it); record it."""
         from .plots import save
 
-        return self._record(save(fig, self.fig_dir / filename), caption, "figure")
+        path = self._record(save(fig, self.fig_dir / filename), caption, "figure")
+        _show(path)  # in a notebook: the saved PNG in the cell's output, so the rendered page has it
+        return path
 
     def table(self, df, name: str, caption: str, digits: int = 3) -> Path:
         """Write a table as Markdown, LaTeX (booktabs) and CSV under `<fig_dir>/tables/`; record it."""
@@ -86,6 +88,17 @@ def parameters(scope: dict, name: str, **spec: type) -> Notebook:
     assert (given["DATASET"] == "synthfer") == (given["DATA_ROOT"] == ""), \
         "DATA_ROOT goes with a real DATASET, and only then"
     return Notebook(name, given)
+
+
+def _show(path: Path) -> None:
+    """Display a saved image in the running IPython kernel, if there is one (no-op in scripts)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        display(Image(filename=str(path)))
 
 
 def write_index(fig_dir: str | Path, title: str = "Figures and tables") -> Path:
