@@ -177,7 +177,7 @@ def test_no_pointer_to_a_document_outside_the_repository():
         if f == Path(__file__).resolve():
             continue
         for i, line in enumerate(f.read_text().splitlines(), 1):
-            if any(bad in line for bad in OUTSIDE):
+            if any(outside in line for outside in OUTSIDE):
                 bad.append(f"{f.relative_to(ROOT)}:{i}: points outside the repository")
             for m in OLD_STYLE.finditer(line):
                 if f.parent.name != "docs":  # inside docs/, pages link to each other by file name
