@@ -124,4 +124,7 @@ for nb in "${notebooks[@]}"; do
   echo "reproduce.sh: $nb done in $((SECONDS - t)) s"
 done
 "$py" -c "from fercore.notebook import write_index; print(write_index('$figdir'))"
+if [ "$profile" = quick ] && [ "$dataset" = synthfer ]; then  # the README's findings are written from figures/
+  "$py" -c "from fercore.notebook import refresh_findings; print('README findings refreshed:', refresh_findings('README.md', 'figures'))"
+fi
 echo "reproduce.sh: ${#notebooks[@]} notebooks ran in $((SECONDS - start)) s; figures in $figdir/, pages in $html/"

@@ -133,3 +133,47 @@ def write_index(fig_dir: str | Path, title: str = "Figures and tables") -> Path:
     path = fig_dir / "README.md"
     write_atomic(path, "\n".join(lines))
     return path
+
+
+# README blocks written from tables: name -> the CSV under the figure folder it is written from
+FINDINGS = {"noise_sweep_last_acc": "tables/noise_sweep_last_acc.csv",
+            "noise_sweep_vs_ce": "tables/noise_sweep_vs_ce.csv"}
+
+
+def findings_block(name: str, fig_dir: str | Path) -> str:
+    """The Markdown of README block `name`, written from its table under `fig_dir` (FINDINGS): the
+    table itself, or, for a paired comparison, one line of verdicts per setting (`tables.verdict_lines`)."""
+    import pandas as pd
+
+    from .errors import ConfigError
+    from .tables import markdown_table, verdict_lines
+
+    path = Path(fig_dir) / FINDINGS[name]
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    if not name.endswith("_vs_ce"):
+        return markdown_table(df).rstrip("\n")
+    missing = sorted({"difference", "ci_low", "ci_high", "verdict", "n_seeds"} - set(df.columns))
+    if missing:
+        raise ConfigError(f"{path}: no column(s) {missing}; expected a paired comparison "
+                          "(fercore.tables.versus, notebook 05); run ./reproduce.sh --notebook 05")
+    return "\n".join(verdict_lines(df))
+
+
+def refresh_findings(readme: str | Path, fig_dir: str | Path) -> list[str]:
+    """Rewrite every findings block of `readme` (between `<!-- findings:NAME -->` and
+    `<!-- /findings:NAME -->`) from the tables under `fig_dir`, so prose that states a verdict is
+    written from the table it reads; returns the names of the blocks refreshed."""
+    readme = Path(readme)
+    text, done = readme.read_text(), []
+    for name in FINDINGS:
+        start, end = f"<!-- findings:{name} -->", f"<!-- /findings:{name} -->"
+        if start not in text:
+            continue
+        head, rest = text.split(start, 1)
+        if end not in rest:
+            from .errors import ConfigError
+            raise ConfigError(f"{readme}: block {start} has no closing {end}")
+        text = f"{head}{start}\n{findings_block(name, fig_dir)}\n{end}{rest.split(end, 1)[1]}"
+        done.append(name)
+    write_atomic(readme, text)
+    return done

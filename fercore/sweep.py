@@ -9,6 +9,8 @@ base: {data.n_train: 2000}                # overrides of every cell
 methods: [ce, scn, rul, eac, mtac, poi]
 noise: [none, sym:0.2, sym:0.4, asym:0.3]
 seeds: [0, 1, 2]
+seeds_at: {sym:0.2: [0, 1, 2, 3, 4]}      # optional: other seeds for some noise settings
+noise_draw: per_seed                       # per_seed: data.noise_seed = seed (default); fixed: as base says
 variants:                                  # named override sets; default: {default: {}}
   default: {}
   no-relabel: {mtac.relabel: none}         # a variant that sets <method>.<key> runs for that method only
@@ -37,12 +39,13 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from .config import METHOD_PARAMS, RunConfig, build_config, identity_of, load_yaml, raise_problems
+from .config import METHOD_PARAMS, PROFILES, RunConfig, build_config, identity_of, load_yaml, raise_problems
 from .errors import ConfigError
 from .files import write_atomic
 from .rundir import RunDir, code_hash
 
 BACKENDS = ("local", "submitit")
+NOISE_DRAWS = ("per_seed", "fixed")  # Grid.noise_draw
 GRIDS = Path(__file__).with_name("grids")  # the grids the notebooks and the GPU check run
 
 
@@ -94,6 +97,13 @@ class Grid:
     variants: dict[str, dict] = field(default_factory=lambda: {"default": {}})
     base: dict = field(default_factory=dict)
     name: str = "sweep"
+    # {noise setting: seeds} replacing `seeds` for those settings (the headline setting over more seeds);
+    # like the other keys it may map profiles to values ({smoke: {}, default: {sym:0.3: [0, 1, 2, 3, 4]}})
+    seeds_at: dict = field(default_factory=dict)
+    # per_seed: every cell draws its flips with data.noise_seed = its seed, so the spread and the paired
+    # intervals over seeds cover the draw of the flipped labels too; fixed: data.noise_seed as the base
+    # config says (one draw for every seed) [ours]
+    noise_draw: str = "per_seed"
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Grid:
@@ -120,6 +130,8 @@ class Grid:
         """A grid value, or its entry for this grid's profile when it maps profiles to values
         (`noise: {quick: [...], paper: [...]}`; a `default` entry serves the other profiles)."""
         value = getattr(self, key)
+        if key == "seeds_at" and isinstance(value, dict) and (not value or not set(value) <= {*PROFILES, "default"}):
+            return value  # keyed by noise settings, the same for every profile
         if isinstance(value, dict) and key != "variants" and key != "base":
             if self.profile not in value and "default" not in value:
                 raise ConfigError(f"grid key {key!r} has no entry for profile {self.profile!r} (nor 'default')")
@@ -129,13 +141,26 @@ class Grid:
     def cells(self) -> list[Cell]:
         """Every cell, with its config checked (all problems of all cells reported at once)."""
         problems = []
-        for key, kind in (("methods", list), ("noise", list), ("seeds", list), ("variants", dict), ("base", dict)):
+        for key, kind in (("methods", list), ("noise", list), ("seeds", list), ("variants", dict), ("base", dict),
+                          ("seeds_at", dict)):
             if not isinstance(self.resolved(key), kind):
                 problems.append(f"grid key {key!r} must be a {kind.__name__}, got {self.resolved(key)!r}")
         raise_problems(problems)
         methods, noises, seeds = self.resolved("methods"), self.resolved("noise"), self.resolved("seeds")
+        seeds_at = {str(k): v for k, v in self.resolved("seeds_at").items()}
         problems += [f"grid: unknown method {m!r}; expected one of {sorted(METHOD_PARAMS)}"
                      for m in methods if m not in METHOD_PARAMS]
+        problems += [f"grid key 'seeds_at': {n!r} is not one of the grid's noise settings {[str(x) for x in noises]}"
+                     for n in seeds_at if n not in map(str, noises)]
+        for where, values in [("seeds", seeds), *((f"seeds_at[{n!r}]", v) for n, v in seeds_at.items())]:
+            if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                       for v in values):
+                problems.append(f"grid key {where!r} must be a list of seeds (integers >= 0), got {values!r}")
+        if self.noise_draw not in NOISE_DRAWS:
+            problems.append(f"grid key 'noise_draw' must be one of {list(NOISE_DRAWS)}, got {self.noise_draw!r}")
+        if self.noise_draw == "per_seed" and "data.noise_seed" in _flatten(self.base):
+            problems.append("grid: base sets data.noise_seed while noise_draw is per_seed (data.noise_seed = seed); "
+                            "set noise_draw: fixed to keep one draw for every seed")
         raise_problems(problems)
         base = [_override(k, v) for k, v in _flatten(self.base).items()]
         out = []
@@ -146,8 +171,9 @@ class Grid:
                 if targets and method not in targets:
                     continue
                 for noise in noises:
-                    for seed in seeds:
-                        over = (*base, f"method={method}", f"data.noise={noise}", f"seed={seed}",
+                    for seed in seeds_at.get(str(noise), seeds):
+                        draw = (f"data.noise_seed={seed}",) if self.noise_draw == "per_seed" else ()
+                        over = (*base, f"method={method}", f"data.noise={noise}", f"seed={seed}", *draw,
                                 *(_override(k, v) for k, v in flat.items()))
                         cell = Cell(method, str(noise), int(seed), vname, over, self.profile)
                         try:

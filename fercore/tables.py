@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from scipy import stats
 
 from .errors import notice
 from .files import write_atomic
@@ -35,7 +36,8 @@ def run_row(rd: RunDir, variant: str = "", noise_score: tuple[str, bool] | None 
     """One finished run as a flat dict (see the module docstring)."""
     cfg, s = rd.config, rd.summary
     last, best = s["last"], s["best"]
-    row = {"method": cfg["method"], "noise": cfg["data"]["noise"], "seed": cfg["seed"], "variant": variant or "default",
+    row = {"method": cfg["method"], "noise": cfg["data"]["noise"], "seed": cfg["seed"],
+           "noise_seed": cfg["data"].get("noise_seed"), "variant": variant or "default",
            "dataset": cfg["data"]["dataset"], "recipe": cfg.get("recipe") or "-", "epochs": s["epochs"],
            "last_acc": last.get("test_acc"),
            "best_acc": best.get("test_acc"), "best_epoch": best.get("epoch"),
@@ -120,23 +122,87 @@ def paper_table(df: pd.DataFrame, value: str = "last_acc", rows: str = "method",
     return table.reset_index()
 
 
-def versus(df: pd.DataFrame, baseline: str = "ce", value: str = "last_acc", by: str = "noise",
-           group: str = "method") -> pd.DataFrame:
-    """For every method and noise setting: mean difference to `baseline` and whether it exceeds the
-    seed spread (|difference| > std of the method + std of the baseline: a conservative reading)."""
-    agg = aggregate(df, [group, by], [value])
-    base = agg[agg[group] == baseline].set_index(by)
+def paired_interval(differences, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of paired differences: the mean and its two-sided Student-t interval
+    (`scipy.stats.t`, n - 1 degrees of freedom); low and high are NaN with fewer than 2 pairs."""
+    d = np.asarray(differences, dtype=float)
+    mean = float(d.mean()) if len(d) else float("nan")
+    if len(d) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return mean, mean - half, mean + half
+
+
+def verdict(low: float, high: float, n: int, words: tuple[str, str] = ("beats", "loses")) -> str:
+    """The rule every comparison uses: `words[0]` when the interval of the paired difference lies above
+    0, `words[1]` when it lies below, "within noise" when it contains 0, "one seed" without an interval."""
+    if n < 2 or np.isnan(low):
+        return "one seed"
+    return words[0] if low > 0 else words[1] if high < 0 else "within noise"
+
+
+def paired_differences(df: pd.DataFrame, baseline: str = "ce", value: str = "last_acc", by: str = "noise",
+                       group: str = "method") -> pd.DataFrame:
+    """One row per (`group` value, `by` setting, seed) that the baseline has too: both values and
+    their difference. The runs of one seed share the noise draw, the data order and the
+    initialisation, so the difference is taken seed by seed (the rows anyone can recompute a
+    verdict from; notebook 05 writes them as `noise_sweep_per_seed`)."""
     rows = []
-    for _, r in agg[agg[group] != baseline].iterrows():
-        if r[by] not in base.index:
-            continue
-        b = base.loc[r[by]]
-        diff = r[f"{value}_mean"] - b[f"{value}_mean"]
-        spread = np.nan_to_num(r[f"{value}_std"]) + np.nan_to_num(b[f"{value}_std"])
-        verdict = "beats" if diff > spread else ("loses" if -diff > spread else "within spread")
-        rows.append({group: r[group], by: r[by], "difference": diff, "spread": spread, "verdict": verdict,
-                     "n_seeds": int(r["n_seeds"])})
-    return pd.DataFrame(rows)
+    for setting, part in df.groupby(by, sort=False):
+        base = part[part[group] == baseline].set_index("seed")
+        for name, runs in part[part[group] != baseline].groupby(group, sort=False):
+            mine = runs.set_index("seed")
+            for seed in sorted(set(mine.index) & set(base.index)):
+                row = {group: name, by: setting, "seed": int(seed)}
+                if "noise_seed" in mine:
+                    row["noise_seed"] = mine.loc[seed, "noise_seed"]
+                a, b = float(mine.loc[seed, value]), float(base.loc[seed, value])
+                rows.append({**row, value: a, f"{baseline}_{value}": b, "difference": a - b})
+    return pd.DataFrame(rows, columns=[group, by, "seed", "noise_seed", value, f"{baseline}_{value}", "difference"]
+                        if "noise_seed" in df else [group, by, "seed", value, f"{baseline}_{value}", "difference"])
+
+
+def versus(df: pd.DataFrame, baseline: str = "ce", value: str = "last_acc", by: str = "noise",
+           group: str = "method", confidence: float = 0.95, words: tuple[str, str] = ("beats", "loses")
+           ) -> pd.DataFrame:
+    """Every `group` value against `baseline`, per `by` setting, **paired by seed**
+    (`paired_differences`, over the seeds both have): the mean difference with its `confidence`
+    Student-t interval, and the verdict (`verdict`): "beats" / "loses" only when the interval
+    excludes 0 `[ours]`."""
+    pairs = paired_differences(df, baseline, value, by, group)
+    rows = []
+    for (name, setting), p in pairs.groupby([group, by], sort=False):
+        mean, low, high = paired_interval(p["difference"], confidence)
+        rows.append({group: name, by: setting, "difference": mean, "ci_low": low, "ci_high": high,
+                     "verdict": verdict(low, high, len(p), words), "n_seeds": len(p),
+                     "seeds": " ".join(map(str, p["seed"]))})
+    return pd.DataFrame(rows, columns=[group, by, "difference", "ci_low", "ci_high", "verdict", "n_seeds", "seeds"])
+
+
+def interval_text(row, digits: int = 3) -> str:
+    """'+0.031 [+0.012, +0.050]' for a `versus` row (no interval with one seed)."""
+    if np.isnan(row["ci_low"]):
+        return f"{row['difference']:+.{digits}f}"
+    return f"{row['difference']:+.{digits}f} [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]"
+
+
+def verdict_lines(vs: pd.DataFrame, baseline: str = "ce", group: str = "method", by: str = "noise") -> list[str]:
+    """Markdown bullets, one per `by` setting, stating every `versus` row by its verdict with its
+    difference and interval: the only form in which fercore's prose states a verdict (the README's
+    findings block is written from `noise_sweep_vs_ce.csv` by this function)."""
+    lines = []
+    for setting, part in vs.groupby(by, sort=False):
+        n = sorted(set(part["n_seeds"]))
+        seeds = f"{n[0]} seeds" if len(n) == 1 else f"{n[0]}-{n[-1]} seeds"
+        said = []
+        for word in ("beats", "within noise", "loses", "one seed"):
+            rows = part[part["verdict"] == word].sort_values("difference", ascending=False)
+            if len(rows):
+                head = {"beats": f"beat {baseline}", "loses": f"lose to {baseline}",
+                        "within noise": "within noise", "one seed": "one seed, no verdict"}[word]
+                said.append(f"{head}: " + ", ".join(f"{r[group]} {interval_text(r)}" for _, r in rows.iterrows()))
+        lines.append(f"- `{setting}` ({seeds}): " + "; ".join(said) + ".")
+    return lines
 
 
 def published_rows(dataset: str, columns: list[str]) -> pd.DataFrame:

@@ -54,3 +54,45 @@ def test_a_dotted_table_name_keeps_its_dots(tmp_path):
     b = write_table(df, tmp_path / "comparison_sym0.3_regime", "b")
     assert [p.name for p in a] == ["comparison_sym0.3.md", "comparison_sym0.3.tex", "comparison_sym0.3.csv"]
     assert {p.name for p in a}.isdisjoint(p.name for p in b)  # two tables never overwrite each other
+
+
+def test_readme_findings_are_written_from_the_verdict_table(tmp_path):
+    from fercore import tables
+    from fercore.errors import ConfigError
+
+    rows = [{"method": m, "noise": n, "seed": s,
+             "last_acc": 0.7 + 0.01 * s + d + (0.005 if s % 2 else 0) * (m == "poi")}
+            for n, k in (("sym:0.3", 5), ("none", 3)) for s in range(k)
+            for m, d in (("ce", 0), ("mtac", 0.02), ("poi", 0.001), ("eac", -0.05))]
+    vs = tables.versus(pd.DataFrame(rows))
+    tables.write_table(vs, tmp_path / "tables" / "noise_sweep_vs_ce", "verdicts")
+    readme = tmp_path / "README.md"
+    block = "<!-- findings:noise_sweep_vs_ce -->\nstale words\n<!-- /findings:noise_sweep_vs_ce -->"
+    readme.write_text(f"intro\n{block}\nend\n")
+    assert notebook.refresh_findings(readme, tmp_path) == ["noise_sweep_vs_ce"]
+    text = readme.read_text()
+    assert "stale" not in text and text.startswith("intro\n") and text.endswith("\nend\n")
+    sym = next(line for line in text.splitlines() if line.startswith("- `sym:0.3`"))
+    assert sym.startswith("- `sym:0.3` (5 seeds): beat ce: mtac +0.020 [+0.020, +0.020]; within noise: poi +0.003 [")
+    assert "lose to ce: eac -0.050" in sym
+    assert notebook.refresh_findings(readme, tmp_path) == ["noise_sweep_vs_ce"] and readme.read_text() == text
+    # a table of the old rule cannot be rendered as verdicts
+    pd.DataFrame({"method": ["mtac"], "noise": ["sym:0.3"], "difference": [0.03], "spread": [0.01],
+                  "verdict": ["beats"]}).to_csv(tmp_path / "tables" / "noise_sweep_vs_ce.csv", index=False)
+    with pytest.raises(ConfigError, match="no column.*ci_high.*run ./reproduce.sh --notebook 05"):
+        notebook.refresh_findings(readme, tmp_path)
+
+
+def test_the_readmes_findings_blocks_are_the_committed_tables():
+    """Every README block that states results (between `<!-- findings:NAME -->` markers) reads exactly
+    as `refresh_findings` writes it from the committed table, so a regenerated table cannot leave
+    stale prose (./reproduce.sh refreshes them)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    blocks = [name for name in notebook.FINDINGS if f"<!-- findings:{name} -->" in text]
+    assert blocks, "the README states the noise sweep from its table"
+    for name in blocks:
+        inside = text.split(f"<!-- findings:{name} -->\n", 1)[1].split(f"\n<!-- /findings:{name} -->", 1)[0]
+        assert inside == notebook.findings_block(name, root / "figures"), f"README block {name} is stale"

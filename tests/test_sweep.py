@@ -62,7 +62,41 @@ def test_fercores_own_grids_resolve_per_profile():
             assert g.cells()
     g = Grid.from_yaml("noise_sweep")
     g.profile = "quick"
-    assert g.resolved("noise") == ["none", "sym:0.3", "asym:0.3"] and len(g.cells()) == 54
+    assert g.resolved("noise") == ["none", "sym:0.3", "asym:0.3"]
+    # the headline setting over 5 seeds, the others over 3: 6 methods x (3 + 5 + 3)
+    assert len(g.cells()) == 66 and sorted({c.seed for c in g.cells() if c.noise == "sym:0.3"}) == [0, 1, 2, 3, 4]
+    g.profile = "smoke"
+    assert {(c.noise, c.seed) for c in g.cells()} == {("sym:0.3", 0)}
+
+
+def test_seeds_at_gives_a_setting_its_own_seeds(tmp_path):
+    g = grid(tmp_path, noise=["none", "sym:0.3"], seeds_at={"sym:0.3": [0, 1, 2]})
+    cells = g.cells()
+    per = {(m, n): sorted(c.seed for c in cells if (c.method, c.noise) == (m, n))
+           for m in ("ce", "scn") for n in ("none", "sym:0.3")}
+    assert per[("ce", "none")] == [0, 1] and per[("scn", "sym:0.3")] == [0, 1, 2]
+    # per profile, like the other keys
+    g = grid(tmp_path, seeds_at={"smoke": {}, "default": {"sym:0.3": [0, 1, 2]}})
+    assert len(g.cells()) == 4
+    with pytest.raises(ConfigError) as e:
+        grid(tmp_path, seeds_at={"sym:0.5": [0, 1], "sym:0.3": [0, "one"]}).cells()
+    assert "'sym:0.5' is not one of the grid's noise settings" in str(e.value) and "seeds_at['sym:0.3']" in str(e.value)
+
+
+def test_each_seed_draws_its_own_flips_unless_the_draw_is_fixed(tmp_path):
+    draws = {c.seed: c.config().data.noise_seed for c in grid(tmp_path).cells()}
+    assert draws == {0: 0, 1: 1}
+    fixed = grid(tmp_path, noise_draw="fixed", base={**TINY, "data": {**TINY["data"], "noise_seed": 7}})
+    assert {c.config().data.noise_seed for c in fixed.cells()} == {7}
+    with pytest.raises(ConfigError, match="noise_draw: fixed"):
+        grid(tmp_path, base={**TINY, "data": {**TINY["data"], "noise_seed": 7}}).cells()
+    with pytest.raises(ConfigError, match="'noise_draw' must be one of"):
+        grid(tmp_path, noise_draw="sometimes").cells()
+    # the runs of one seed share their flips across methods (the pairing of tables.versus), seeds differ
+    from fercore.data.datasets import load_dataset
+    labels = {(c.method, c.seed): load_dataset(c.config().data)[0].label for c in grid(tmp_path).cells()}
+    assert (labels["ce", 0] == labels["scn", 0]).all() and (labels["ce", 1] == labels["scn", 1]).all()
+    assert not (labels["ce", 0] == labels["ce", 1]).all()
 
 
 def test_sweep_runs_reuses_and_records_failures(tmp_path):
@@ -129,7 +163,8 @@ def test_tables_have_the_papers_shape(tmp_path):
     m = df[(df.method == "ce") & (df.noise == "none")]["last_acc"]
     assert t.iloc[0, 1] == f"{m.mean():.3f} ± {m.std():.3f}"
     v = tables.versus(df)
-    assert set(v["verdict"]) <= {"beats", "loses", "within spread"} and len(v) == 2
+    assert set(v["verdict"]) <= {"beats", "loses", "within noise"} and len(v) == 2
+    assert (v["n_seeds"] == 2).all() and (v["ci_low"] <= v["difference"]).all()
     paths = tables.write_table(t, tmp_path / "tables" / "acc", "Accuracy, last epoch")
     tex = paths[1].read_text()
     assert r"\toprule" in tex and r"$\pm$" in tex and "sym:0.3" in tex
