@@ -13,6 +13,9 @@ Every function reads run directories (and, where predictions are needed, the one
 - `roc(score, wrong)`: ROC curve and AUROC (scikit-learn).
 - `reliability(rd, test)`, `votes_kl(rd, test)`, `embedding(rd, train)`: calibration, KL to the
   annotators' votes, and a t-SNE of the features.
+- `vote_entropy(votes)`, `ambiguous_images(votes)`, `against_ambiguity(score, entropy, ambiguous)`:
+  does a score rise with the annotators' disagreement (Spearman rho, AUROC for the ambiguous
+  images), with `p_label_score(rd)` (1 - p(label)) beside the small loss and cleanlab as references.
 """
 from __future__ import annotations
 
@@ -156,3 +159,60 @@ def linear_probe(weights: str, backbone: str, train: FaceSet, test: FaceSet, tar
     ytr, yte = getattr(train, targets).numpy(), getattr(test, targets).numpy()
     clf = LogisticRegression(max_iter=2000).fit(xtr, ytr)
     return float((clf.predict(xte) == yte).mean())
+
+
+# --- ambiguity: the annotators' disagreement as the ground truth of what a score should capture ----
+# Sign convention, once for every score below: each is oriented so that **higher = the method doubts
+# the image more** (less confident, more uncertain, a larger loss of its label; `score_of` applies each
+# method's declared orientation). A positive Spearman rho with the vote entropy, or an AUROC above 0.5
+# for the ambiguous images, means the score rises with the annotators' disagreement.
+
+
+def vote_entropy(votes) -> np.ndarray:
+    """(N,) Shannon entropy in bits of each image's vote distribution (rows of `votes`, counts or
+    shares; a row of zeros gives NaN): 0 when every annotator agrees, log2(K) at a uniform split."""
+    from scipy.stats import entropy
+
+    v = np.asarray(votes, dtype=np.float64)
+    total = v.sum(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        h = entropy(v / total, base=2, axis=1)
+    return np.where(total[:, 0] > 0, h, np.nan)
+
+
+def ambiguous_images(votes, max_share: float = 0.5) -> np.ndarray:
+    """(N,) bool: the largest share of any one emotion among the votes is at most `max_share`
+    (no clear majority) `[ours]`."""
+    v = np.asarray(votes, dtype=np.float64)
+    return v.max(1) / v.sum(1) <= max_share + 1e-9
+
+
+def p_label_score(rd: RunDir, epoch: int | None = None) -> np.ndarray:
+    """1 - p(given label) at `epoch` (default: the last): the model's doubt about the label it was given
+    (higher = doubts it more); read from the engine's own per-sample records."""
+    return 1.0 - rd.diagnostics()[f"p_label@{epoch or last_epoch(rd)}"].astype(np.float64)
+
+
+def against_ambiguity(score: np.ndarray, entropy: np.ndarray, ambiguous: np.ndarray) -> dict:
+    """How a score (higher = more doubt) follows the annotators' disagreement, over the images where
+    both are finite: Spearman rho with the vote entropy and its p-value (scipy), and the AUROC of the
+    score for the ambiguous images (scikit-learn; NaN when all or none are ambiguous)."""
+    from scipy.stats import spearmanr
+
+    keep = np.isfinite(score) & np.isfinite(entropy)
+    s, h, a = score[keep], entropy[keep], np.asarray(ambiguous, bool)[keep]
+    rho, p = spearmanr(s, h) if len(s) > 2 else (np.nan, np.nan)
+    auroc = float(roc_auc_score(a, s)) if 0 < a.sum() < len(a) else float("nan")
+    return {"rho": float(rho), "p": float(p), "auroc_ambiguous": auroc, "n": int(keep.sum()),
+            "n_ambiguous": int(a.sum())}
+
+
+def train_votes(rd: RunDir, train: FaceSet) -> np.ndarray | None:
+    """The vote distribution of the run's training images, in the run's per-sample order (checked by
+    id against `train`); None when the dataset has no votes."""
+    if train.soft_label is None:
+        return None
+    ids = rd.diagnostics()["id"].astype(str)
+    if list(ids) != [str(i) for i in train.ids]:
+        raise ValueError(f"{rd.path}: its training images are not those of the split given (ids differ)")
+    return train.soft_label.numpy().astype(np.float64)
