@@ -137,19 +137,26 @@ def write_index(fig_dir: str | Path, title: str = "Figures and tables") -> Path:
 
 # README blocks written from tables: name -> the CSV under the figure folder it is written from
 FINDINGS = {"noise_sweep_last_acc": "tables/noise_sweep_last_acc.csv",
-            "noise_sweep_vs_ce": "tables/noise_sweep_vs_ce.csv"}
+            "noise_sweep_vs_ce": "tables/noise_sweep_vs_ce.csv",
+            "uncertainty_auroc": "tables/uncertainty_auroc.csv",
+            "uncertainty_relabel": "tables/uncertainty_relabel.csv",
+            "uncertainty_calibration": "tables/uncertainty_calibration.csv",
+            "uncertainty_ambiguity": "tables/uncertainty_ambiguity.csv"}
 
 
 def findings_block(name: str, fig_dir: str | Path) -> str:
     """The Markdown of README block `name`, written from its table under `fig_dir` (FINDINGS): the
-    table itself, or, for a paired comparison, one line of verdicts per setting (`tables.verdict_lines`)."""
+    table itself; for a paired comparison one line of verdicts per setting (`tables.verdict_lines`);
+    for the ambiguity table one line per score (`tables.ambiguity_lines`)."""
     import pandas as pd
 
     from .errors import ConfigError
-    from .tables import markdown_table, verdict_lines
+    from .tables import ambiguity_lines, markdown_table, verdict_lines
 
     path = Path(fig_dir) / FINDINGS[name]
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    if name == "uncertainty_ambiguity":
+        return "\n".join(ambiguity_lines(df))
     if not name.endswith("_vs_ce"):
         return markdown_table(df).rstrip("\n")
     missing = sorted({"difference", "ci_low", "ci_high", "verdict", "n_seeds"} - set(df.columns))

@@ -205,6 +205,21 @@ def verdict_lines(vs: pd.DataFrame, baseline: str = "ce", group: str = "method",
     return lines
 
 
+def ambiguity_lines(df: pd.DataFrame) -> list[str]:
+    """Markdown bullets stating notebook 07's ambiguity table (`uncertainty_ambiguity`) row by row: how
+    each score (higher = more doubt) follows the annotators' disagreement, in the table's own reading
+    (every seed's rho of one sign with p < 0.01, else no consistent relation) and numbers."""
+    says = {"rises": "rises with", "falls": "falls with", "not consistent": "has no consistent relation to"}
+    lines = []
+    for _, r in df.iterrows():
+        seeds = int(r["seeds"])
+        per = f"; rho per seed {r['rho per seed']}" if seeds > 1 else ""
+        n = f"{seeds} seed{'s' if seeds > 1 else ''}"
+        lines.append(f"- {r['score']}: its doubt {says[r['reading']]} the disagreement (rho {r['rho']:+.2f}{per}; "
+                     f"AUROC {r['AUROC ambiguous']:.2f} for the ambiguous images; {n}).")
+    return lines
+
+
 def published_rows(dataset: str, columns: list[str]) -> pd.DataFrame:
     """Published numbers (fercore/published.yaml) for `dataset` and the noise `columns` this table has,
     each row labelled 'published: <method> (<source>)'; empty when none apply (e.g. SynthFER)."""
@@ -219,10 +234,11 @@ def published_rows(dataset: str, columns: list[str]) -> pd.DataFrame:
 
 
 def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
-    """A GitHub-markdown table of `df` (floats rounded to `digits`), for tables written to figures/."""
+    """A GitHub-markdown table of `df` (floats rounded to `digits`; a `|` in a name or cell escaped so it
+    does not split the column), for tables written to figures/."""
     def cell(v):
-        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-    rows = [list(map(str, df.columns))] + [[cell(v) for v in r] for r in df.itertuples(index=False)]
+        return (f"{v:.{digits}f}" if isinstance(v, float) else str(v)).replace("|", r"\|")
+    rows = [[cell(c) for c in df.columns]] + [[cell(v) for v in r] for r in df.itertuples(index=False)]
     lines = ["| " + " | ".join(r) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("---" for _ in df.columns) + "|")
     return "\n".join(lines) + "\n"

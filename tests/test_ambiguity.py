@@ -66,3 +66,18 @@ def test_non_finite_scores_are_left_out_and_one_class_has_no_auroc():
     r = analysis.against_ambiguity(s, h, analysis.ambiguous_images(v))
     assert r["n"] == 45 and r["rho"] == pytest.approx(1.0)
     assert np.isnan(analysis.against_ambiguity(h, h, np.zeros(len(h), bool))["auroc_ambiguous"])
+
+
+def test_the_ambiguity_lines_state_each_row_in_its_reading():
+    import pandas as pd
+
+    from fercore import tables
+
+    df = pd.DataFrame([{"score": "poi: its u", "rho": 0.3, "rho per seed": "+0.28 +0.32", "AUROC ambiguous": 0.61,
+                        "seeds": 2, "reading": "rises"},
+                       {"score": "cleanlab", "rho": -0.012, "rho per seed": "-0.01", "AUROC ambiguous": 0.5,
+                        "seeds": 1, "reading": "not consistent"}])
+    lines = tables.ambiguity_lines(df)
+    assert lines[0] == ("- poi: its u: its doubt rises with the disagreement (rho +0.30; rho per seed +0.28 +0.32; "
+                        "AUROC 0.61 for the ambiguous images; 2 seeds).")
+    assert "has no consistent relation" in lines[1] and "per seed" not in lines[1] and lines[1].endswith("1 seed).")

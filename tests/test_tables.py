@@ -85,3 +85,9 @@ def test_per_seed_rows_are_what_the_verdict_is_computed_from():
     row = tables.versus(df).iloc[0]
     assert row["difference"] == pytest.approx(per["difference"].mean())
     assert tables.paired_interval(per["difference"])[1:] == pytest.approx((row["ci_low"], row["ci_high"]))
+
+
+def test_a_pipe_in_a_markdown_cell_does_not_split_its_column():
+    md = tables.markdown_table(pd.DataFrame({"KL(votes || p)": ["0.5 | 0.6"], "n": [3]}))
+    header, _, row = md.splitlines()
+    assert header == r"| KL(votes \|\| p) | n |" and row == r"| 0.5 \| 0.6 | 3 |"
