@@ -156,6 +156,16 @@ class Grid:
             if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                                                        for v in values):
                 problems.append(f"grid key {where!r} must be a list of seeds (integers >= 0), got {values!r}")
+        axes = [("methods", methods), ("noise", noises), ("seeds", seeds), ("variants", list(self.variants)),
+                *((f"seeds_at[{n!r}]", v) for n, v in seeds_at.items())]
+        for key, values in axes:
+            if isinstance(values, list) and not values:
+                problems.append(f"grid {self.name!r}: key {key!r} is empty; give at least one value")
+            elif isinstance(values, list):
+                repeated = sorted({str(v) for v in values if values.count(v) > 1})
+                if repeated:
+                    problems.append(f"grid {self.name!r}: key {key!r} repeats {', '.join(repeated)}; "
+                                    "give each value once")
         if self.noise_draw not in NOISE_DRAWS:
             problems.append(f"grid key 'noise_draw' must be one of {list(NOISE_DRAWS)}, got {self.noise_draw!r}")
         if self.noise_draw == "per_seed" and "data.noise_seed" in _flatten(self.base):

@@ -1,10 +1,18 @@
 import os
+import shutil
 import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ["FERCORE_CACHE"] = tempfile.mkdtemp(prefix="fercore-test-cache-")
+# every test process (each pytest-xdist worker too) caches into a folder of its own, removed when its
+# session ends (pytest_unconfigure), so a test run leaves nothing in the temporary folder
+_CACHE = tempfile.mkdtemp(prefix="fercore-test-cache-")
+os.environ["FERCORE_CACHE"] = _CACHE
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -142,6 +142,13 @@ def yaml_case(id, text: bytes, names, lines=1):
     return Case(id, train("--config", "{s}/c.yaml"), names, setup=setup, lines=lines)
 
 
+def grid_case(id, text: str, names):
+    """`fercore sweep` on a grid file: refused before any cell runs (nothing written)."""
+    def setup(s, w, mp):
+        (s / "g.yaml").write_text(f"profile: smoke\nbase: {{out_dir: {s / 'runs'}}}\n{text}")
+    return Case(id, lambda s, w: ["sweep", "{s}/g.yaml", *SIZES], names, setup=setup)
+
+
 def on_run(files: dict[str, bytes | Callable], unfinished: bool = False):
     """Setup: clone the world's run to scratch/run and replace some of its files."""
     def setup(s, w, mp):
@@ -278,6 +285,13 @@ CASES = [
     yaml_case("yaml-not-a-mapping", b"- a\n- b\n", ("c.yaml", "mapping")),
     yaml_case("yaml-bad-value", b"train:\n  batch_size: 0\n", ("train.batch_size", ">= 1")),
     Case("yaml-missing", train("--config", "{s}/none.yaml"), ("none.yaml", "does not exist")),
+    # --- grids: an empty axis or a repeated value is refused, naming the key (no 0-cell sweep that exits 0) ---
+    grid_case("grid-empty-methods", "methods: []\nnoise: [none]\nseeds: [0]\n", ("grid 'g'", "'methods' is empty")),
+    grid_case("grid-repeated-seed", "methods: [ce]\nnoise: [none]\nseeds: [0, 0]\n", ("'seeds' repeats 0",)),
+    grid_case("grid-repeated-noise", "methods: [ce]\nnoise: [sym:0.3, sym:0.3]\nseeds: [0]\n",
+              ("'noise' repeats sym:0.3",)),
+    grid_case("grid-empty-variants", "methods: [ce]\nnoise: [none]\nseeds: [0]\nvariants: {}\n",
+              ("'variants' is empty",)),
     # --- run directories: fercore deletes only what it made, and says what it found ---
     Case("overwrite-a-users-folder", train("name=mine", "--overwrite"), ("runs/mine", "notes.txt", "did not write"),
          setup=user_folder),
