@@ -17,8 +17,20 @@ from pathlib import Path
 
 def cache_dir() -> Path:
     """Where fercore keeps what it can rebuild (SynthFER splits, decoded images, pretrained
-    backbones): `$FERCORE_CACHE`, else `~/.cache/fercore`."""
-    return Path(os.environ.get("FERCORE_CACHE") or Path.home() / ".cache" / "fercore")
+    backbones): `$FERCORE_CACHE`, else `~/.cache/fercore`. A path that is, or lies under, a file is
+    refused naming the variable, before any work starts."""
+    from .errors import ConfigError
+
+    given = os.environ.get("FERCORE_CACHE")
+    path = Path(given or Path.home() / ".cache" / "fercore")
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = f"FERCORE_CACHE={given}" if given else f"the default cache folder {path}"
+                raise ConfigError(f"{where}: {p} is a file, not a folder; point FERCORE_CACHE at a folder "
+                                  "(fercore creates it) or unset it to use ~/.cache/fercore")
+            break
+    return path
 
 
 def sha256_file(path: str | Path) -> str:

@@ -285,6 +285,11 @@ CASES = [
     yaml_case("yaml-not-a-mapping", b"- a\n- b\n", ("c.yaml", "mapping")),
     yaml_case("yaml-bad-value", b"train:\n  batch_size: 0\n", ("train.batch_size", ">= 1")),
     Case("yaml-missing", train("--config", "{s}/none.yaml"), ("none.yaml", "does not exist")),
+    Case("cache-is-a-file", train(), ("FERCORE_CACHE=", "is a file, not a folder"),
+         setup=lambda s, w, mp: ((s / "afile").write_text("mine"), mp.setenv("FERCORE_CACHE", str(s / "afile")))),
+    Case("cache-under-a-file", train(), ("FERCORE_CACHE=", "afile is a file"),
+         setup=lambda s, w, mp: ((s / "afile").write_text("mine"),
+                                 mp.setenv("FERCORE_CACHE", str(s / "afile" / "sub")))),
     # --- grids: an empty axis or a repeated value is refused, naming the key (no 0-cell sweep that exits 0) ---
     grid_case("grid-empty-methods", "methods: []\nnoise: [none]\nseeds: [0]\n", ("grid 'g'", "'methods' is empty")),
     grid_case("grid-repeated-seed", "methods: [ce]\nnoise: [none]\nseeds: [0, 0]\n", ("'seeds' repeats 0",)),

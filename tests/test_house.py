@@ -16,18 +16,18 @@ PACKAGE = ROOT / "fercore"
 # Bottom to top (docs/architecture.md#layers). A module may import a module of a lower layer, or
 # one of its own package (fercore.data.* among themselves); nothing imports upwards.
 LAYERS = {
-    "fercore.errors": 0, "fercore.files": 0,
-    "fercore.config": 1, "fercore.metrics": 1,
-    "fercore.rundir": 2, "fercore.data": 2,
-    "fercore.models": 3,
-    "fercore.methods": 4,
-    "fercore.distributed": 5, "fercore.pretrain": 5,
-    "fercore.engine": 6,
-    "fercore.tables": 7, "fercore.plots": 7, "fercore.analysis": 7, "fercore.notebook": 8,
-    "fercore.sweep": 8, "fercore.pseudo_label": 8,
-    "fercore.bench": 9,
-    "fercore.cli": 10, "fercore.__main__": 11,
-    "fercore": 12,  # the package's face (__init__): imports the method registry
+    "fercore.errors": 0, "fercore.files": 1,
+    "fercore.config": 2, "fercore.metrics": 2,
+    "fercore.rundir": 3, "fercore.data": 3,
+    "fercore.models": 4,
+    "fercore.methods": 5,
+    "fercore.distributed": 6, "fercore.pretrain": 6,
+    "fercore.engine": 7,
+    "fercore.tables": 8, "fercore.plots": 8, "fercore.analysis": 8, "fercore.notebook": 9,
+    "fercore.sweep": 9, "fercore.pseudo_label": 9,
+    "fercore.bench": 10,
+    "fercore.cli": 11, "fercore.__main__": 12,
+    "fercore": 13,  # the package's face (__init__): imports the method registry
 }
 
 
