@@ -216,3 +216,12 @@ def train_votes(rd: RunDir, train: FaceSet) -> np.ndarray | None:
     if list(ids) != [str(i) for i in train.ids]:
         raise ValueError(f"{rd.path}: its training images are not those of the split given (ids differ)")
     return train.soft_label.numpy().astype(np.float64)
+
+
+def ambiguity_reading(results: list[dict], alpha: float = 0.01) -> str:
+    """One score's `against_ambiguity` results over seeds, in words: "rises" / "falls" when every
+    seed's rho has that sign with p < `alpha`, else "not consistent" `[ours]`."""
+    rho, p = np.array([r["rho"] for r in results]), np.array([r["p"] for r in results])
+    if len(rho) and (p < alpha).all() and ((rho > 0).all() or (rho < 0).all()):
+        return "rises" if rho[0] > 0 else "falls"
+    return "not consistent"

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from .config import PROFILES
+from .errors import ConfigError
 from .files import write_atomic
 
 COMMON = {"PROFILE": str, "DATASET": str, "DATA_ROOT": str, "DEVICE": str}  # reproduce.sh passes these four
@@ -135,30 +136,30 @@ def write_index(fig_dir: str | Path, title: str = "Figures and tables") -> Path:
     return path
 
 
-# README blocks written from tables: name -> the CSV under the figure folder it is written from
-FINDINGS = {"noise_sweep_last_acc": "tables/noise_sweep_last_acc.csv",
-            "noise_sweep_vs_ce": "tables/noise_sweep_vs_ce.csv",
-            "uncertainty_auroc": "tables/uncertainty_auroc.csv",
-            "uncertainty_relabel": "tables/uncertainty_relabel.csv",
-            "uncertainty_calibration": "tables/uncertainty_calibration.csv",
-            "uncertainty_ambiguity": "tables/uncertainty_ambiguity.csv"}
+# README blocks written from tables: name -> (the CSV under the figure folder, how it is stated:
+# "table" as it is, "verdicts" one line per setting (tables.verdict_lines), "ambiguity" one line per
+# score (tables.ambiguity_lines))
+FINDINGS = {"noise_sweep_last_acc": ("tables/noise_sweep_last_acc.csv", "table"),
+            "noise_sweep_vs_ce": ("tables/noise_sweep_vs_ce.csv", "verdicts"),
+            "uncertainty_auroc": ("tables/uncertainty_auroc.csv", "table"),
+            "uncertainty_relabel": ("tables/uncertainty_relabel.csv", "table"),
+            "uncertainty_calibration": ("tables/uncertainty_calibration.csv", "table"),
+            "uncertainty_ambiguity": ("tables/uncertainty_ambiguity.csv", "ambiguity")}
 
 
 def findings_block(name: str, fig_dir: str | Path) -> str:
-    """The Markdown of README block `name`, written from its table under `fig_dir` (FINDINGS): the
-    table itself; for a paired comparison one line of verdicts per setting (`tables.verdict_lines`);
-    for the ambiguity table one line per score (`tables.ambiguity_lines`)."""
+    """The Markdown of README block `name`, written from its table under `fig_dir` (FINDINGS)."""
     import pandas as pd
 
-    from .errors import ConfigError
     from .tables import ambiguity_lines, markdown_table, verdict_lines
 
-    path = Path(fig_dir) / FINDINGS[name]
+    csv, form = FINDINGS[name]
+    path = Path(fig_dir) / csv
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    if name == "uncertainty_ambiguity":
-        return "\n".join(ambiguity_lines(df))
-    if not name.endswith("_vs_ce"):
+    if form == "table":
         return markdown_table(df).rstrip("\n")
+    if form == "ambiguity":
+        return "\n".join(ambiguity_lines(df))
     missing = sorted({"difference", "ci_low", "ci_high", "verdict", "n_seeds"} - set(df.columns))
     if missing:
         raise ConfigError(f"{path}: no column(s) {missing}; expected a paired comparison "
@@ -169,18 +170,20 @@ def findings_block(name: str, fig_dir: str | Path) -> str:
 def refresh_findings(readme: str | Path, fig_dir: str | Path) -> list[str]:
     """Rewrite every findings block of `readme` (between `<!-- findings:NAME -->` and
     `<!-- /findings:NAME -->`) from the tables under `fig_dir`, so prose that states a verdict is
-    written from the table it reads; returns the names of the blocks refreshed."""
+    written from the table it reads; returns the names of the blocks found (the file is written
+    only when one changed)."""
     readme = Path(readme)
-    text, done = readme.read_text(), []
+    before = text = readme.read_text()
+    done = []
     for name in FINDINGS:
         start, end = f"<!-- findings:{name} -->", f"<!-- /findings:{name} -->"
         if start not in text:
             continue
         head, rest = text.split(start, 1)
         if end not in rest:
-            from .errors import ConfigError
             raise ConfigError(f"{readme}: block {start} has no closing {end}")
         text = f"{head}{start}\n{findings_block(name, fig_dir)}\n{end}{rest.split(end, 1)[1]}"
         done.append(name)
-    write_atomic(readme, text)
+    if text != before:
+        write_atomic(readme, text)
     return done

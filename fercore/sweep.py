@@ -138,6 +138,10 @@ class Grid:
             return value.get(self.profile, value.get("default"))
         return value
 
+    def seeds_for(self, noise: str) -> list[int]:
+        """The seeds of one noise setting for this grid's profile: its `seeds_at` entry, else `seeds`."""
+        return {str(k): v for k, v in self.resolved("seeds_at").items()}.get(str(noise), self.resolved("seeds"))
+
     def cells(self) -> list[Cell]:
         """Every cell, with its config checked (all problems of all cells reported at once)."""
         problems = []
@@ -152,20 +156,16 @@ class Grid:
                      for m in methods if m not in METHOD_PARAMS]
         problems += [f"grid key 'seeds_at': {n!r} is not one of the grid's noise settings {[str(x) for x in noises]}"
                      for n in seeds_at if n not in map(str, noises)]
-        for where, values in [("seeds", seeds), *((f"seeds_at[{n!r}]", v) for n, v in seeds_at.items())]:
-            if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                                       for v in values):
-                problems.append(f"grid key {where!r} must be a list of seeds (integers >= 0), got {values!r}")
-        axes = [("methods", methods), ("noise", noises), ("seeds", seeds), ("variants", list(self.variants)),
-                *((f"seeds_at[{n!r}]", v) for n, v in seeds_at.items())]
-        for key, values in axes:
-            if isinstance(values, list) and not values:
+        axes = {"methods": methods, "noise": noises, "seeds": seeds, "variants": list(self.variants),
+                **{f"seeds_at[{n!r}]": v for n, v in seeds_at.items()}}
+        for key, values in axes.items():
+            if key.startswith("seeds") and not (isinstance(values, list) and all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)):
+                problems.append(f"grid key {key!r} must be a list of seeds (integers >= 0), got {values!r}")
+            elif not values:
                 problems.append(f"grid {self.name!r}: key {key!r} is empty; give at least one value")
-            elif isinstance(values, list):
-                repeated = sorted({str(v) for v in values if values.count(v) > 1})
-                if repeated:
-                    problems.append(f"grid {self.name!r}: key {key!r} repeats {', '.join(repeated)}; "
-                                    "give each value once")
+            elif repeated := sorted({str(v) for v in values if values.count(v) > 1}):
+                problems.append(f"grid {self.name!r}: key {key!r} repeats {', '.join(repeated)}; give each value once")
         if self.noise_draw not in NOISE_DRAWS:
             problems.append(f"grid key 'noise_draw' must be one of {list(NOISE_DRAWS)}, got {self.noise_draw!r}")
         if self.noise_draw == "per_seed" and "data.noise_seed" in _flatten(self.base):
@@ -181,7 +181,7 @@ class Grid:
                 if targets and method not in targets:
                     continue
                 for noise in noises:
-                    for seed in seeds_at.get(str(noise), seeds):
+                    for seed in self.seeds_for(noise):
                         draw = (f"data.noise_seed={seed}",) if self.noise_draw == "per_seed" else ()
                         over = (*base, f"method={method}", f"data.noise={noise}", f"seed={seed}", *draw,
                                 *(_override(k, v) for k, v in flat.items()))

@@ -147,19 +147,16 @@ def paired_differences(df: pd.DataFrame, baseline: str = "ce", value: str = "las
     their difference. The runs of one seed share the noise draw, the data order and the
     initialisation, so the difference is taken seed by seed (the rows anyone can recompute a
     verdict from; notebook 05 writes them as `noise_sweep_per_seed`)."""
+    keys = ["seed", *(["noise_seed"] if "noise_seed" in df else [])]
     rows = []
     for setting, part in df.groupby(by, sort=False):
-        base = part[part[group] == baseline].set_index("seed")
+        base = part[part[group] == baseline].set_index("seed")[value]
         for name, runs in part[part[group] != baseline].groupby(group, sort=False):
-            mine = runs.set_index("seed")
-            for seed in sorted(set(mine.index) & set(base.index)):
-                row = {group: name, by: setting, "seed": int(seed)}
-                if "noise_seed" in mine:
-                    row["noise_seed"] = mine.loc[seed, "noise_seed"]
-                a, b = float(mine.loc[seed, value]), float(base.loc[seed, value])
-                rows.append({**row, value: a, f"{baseline}_{value}": b, "difference": a - b})
-    return pd.DataFrame(rows, columns=[group, by, "seed", "noise_seed", value, f"{baseline}_{value}", "difference"]
-                        if "noise_seed" in df else [group, by, "seed", value, f"{baseline}_{value}", "difference"])
+            for _, r in runs[runs["seed"].isin(base.index)].sort_values("seed").iterrows():
+                a, b = float(r[value]), float(base[r["seed"]])
+                rows.append({group: name, by: setting, **{k: r[k] for k in keys}, value: a,
+                             f"{baseline}_{value}": b, "difference": a - b})
+    return pd.DataFrame(rows, columns=[group, by, *keys, value, f"{baseline}_{value}", "difference"])
 
 
 def versus(df: pd.DataFrame, baseline: str = "ce", value: str = "last_acc", by: str = "noise",

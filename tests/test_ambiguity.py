@@ -81,3 +81,11 @@ def test_the_ambiguity_lines_state_each_row_in_its_reading():
     assert lines[0] == ("- poi: its u: its doubt rises with the disagreement (rho +0.30; rho per seed +0.28 +0.32; "
                         "AUROC 0.61 for the ambiguous images; 2 seeds).")
     assert "has no consistent relation" in lines[1] and "per seed" not in lines[1] and lines[1].endswith("1 seed).")
+
+
+@pytest.mark.parametrize("rhos,ps,expected", [((0.3, 0.2), (1e-5, 1e-3), "rises"),
+                                             ((-0.3, -0.2), (1e-5, 1e-4), "falls"),
+                                             ((0.3, -0.2), (1e-5, 1e-4), "not consistent"),
+                                             ((0.3, 0.02), (1e-5, 0.4), "not consistent")])
+def test_a_reading_needs_every_seed_on_one_side(rhos, ps, expected):
+    assert analysis.ambiguity_reading([{"rho": r, "p": p} for r, p in zip(rhos, ps)]) == expected
