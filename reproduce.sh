@@ -15,7 +15,8 @@ options:
   --profile NAME        smoke | quick | paper            (default: quick; test always uses smoke)
   --dataset NAME        dataset reader                   (default: synthfer, the embedded data)
   --data-root PATH      folder of a real dataset in its official layout
-  --label-source SRC    ferplus only: fer2013 = train on FER2013's own labels (real label noise)
+  --label-source SRC    ferplus only: fer2013 = train on FER2013's own labels, one_vote = on one
+                        annotator's vote per image (real label noise; the test split keeps the majority)
   --device DEV          auto | cpu | cuda | cuda:N       (default: auto)
   --notebook NAME       run only notebooks whose file name starts with NAME (e.g. 00)
   --use-active-env      install into and use the active virtualenv/conda env instead of ./.venv
@@ -49,8 +50,8 @@ case "${profile:-quick}" in smoke|quick|paper) ;; *)
 if [ "$mode" = test ] && [ -n "$profile$data_root" ]; then
   echo "reproduce.sh: 'test' always runs the smoke profile on SynthFER; drop --profile/--data-root" >&2; exit 2
 fi
-case "$label_source" in ""|ferplus|fer2013) ;; *)
-  echo "reproduce.sh: unknown --label-source '$label_source'; expected ferplus or fer2013" >&2; exit 2 ;; esac
+case "$label_source" in ""|ferplus|fer2013|one_vote) ;; *)
+  echo "reproduce.sh: unknown --label-source '$label_source'; expected ferplus, fer2013 or one_vote" >&2; exit 2 ;; esac
 if [ -n "$label_source" ] && [ "$dataset" != ferplus ]; then
   echo "reproduce.sh: --label-source goes with --dataset ferplus" >&2; exit 2
 fi

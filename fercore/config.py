@@ -141,12 +141,15 @@ class DataConfig:
     noise_seed: NonNegInt = 0       # seed of the injected flips, independent of the run seed
     normalize: Normalize = "imagenet"
     protocol: str = ""              # label protocol (fercore.data.classes.PROTOCOLS); "" = the dataset's default
-    layout: Literal["auto", "csv", "npy"] = "auto"  # affectnet: original CSV or re-packaged npy
+    layout: Literal["auto", "csv", "npy", "png"] = "auto"  # affectnet: csv | npy; ferplus: csv | png (generator)
     crop_face: bool = True          # affectnet csv: crop the face box before resizing
     ferplus_tie: Literal["exclude", "first"] = "exclude"  # ferplus hard label (docs/datasets.md#53-deriving-labels)
-    # ferplus: the training labels. fer2013 = FER2013's own labels (real annotation noise; the test split keeps
-    # the FERPlus majority and diagnostics mark FER2013 label != FERPlus majority as wrong) `[ours]`
-    label_source: Literal["ferplus", "fer2013"] = "ferplus"
+    # ferplus: the training labels. fer2013 = FER2013's own labels; one_vote = one annotator's vote per image,
+    # drawn in proportion to the votes (real annotation noise: the test split keeps the FERPlus majority and
+    # diagnostics mark training label != FERPlus majority as wrong) `[ours]`
+    label_source: Literal["ferplus", "fer2013", "one_vote"] = "ferplus"
+    vote_seed: NonNegInt = 0        # ferplus one_vote: seed of the drawn votes, independent of the run seed
+    ferplus_votes: str = ""         # ferplus: the vote file; "" = fer2013new.csv in the root, else label.csv
     n_folds: Annotated[int, Range(2)] = 10  # ckplus: subject-independent folds
     fold: NonNegInt = 0             # ckplus: the fold used as test split
     fold_seed: NonNegInt = 0        # ckplus: seed of the subject-to-fold assignment
@@ -172,9 +175,20 @@ class DataConfig:
         if self.oof_folds == 1 or (self.oof_folds and self.oof_fold >= self.oof_folds):
             out.append(f"config key '{key}oof_folds'/'{key}oof_fold' must be K >= 2 folds and a fold in 0..K-1 "
                        f"(or oof_folds=0: off), got {self.oof_folds}/{self.oof_fold}")
-        if self.label_source != "ferplus" and self.dataset != "ferplus":
-            out.append(f"config key '{key}label_source' applies to dataset ferplus only, got "
-                       f"{self.label_source!r} with dataset {self.dataset!r}")
+        for name, value, default in (("label_source", self.label_source, "ferplus"),
+                                     ("ferplus_votes", self.ferplus_votes, "")):
+            if value != default and self.dataset != "ferplus":
+                out.append(f"config key '{key}{name}' applies to dataset ferplus only, got {value!r} with dataset "
+                           f"{self.dataset!r}")
+        layouts = {"ferplus": ("csv", "png"), "affectnet7": ("csv", "npy"), "affectnet8": ("csv", "npy")}
+        if self.layout not in ("auto", "csv", "npy", "png"):
+            pass  # the type check names it
+        elif self.layout != "auto" and self.dataset not in layouts:
+            out.append(f"config key '{key}layout' applies to datasets {', '.join(layouts)} only, got "
+                       f"{self.layout!r} with dataset {self.dataset!r}")
+        elif self.layout != "auto" and self.layout not in layouts[self.dataset]:
+            out.append(f"config key '{key}layout' for dataset {self.dataset} is auto, "
+                       f"{' or '.join(layouts[self.dataset])}, got {self.layout!r}")
         if self.decode_device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", self.decode_device):
             out.append(f"config key '{key}decode_device' must be cpu or cuda[:N], got {self.decode_device!r}")
         return out

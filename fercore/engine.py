@@ -387,7 +387,8 @@ def _environment(cfg: RunConfig, method: Method, train: FaceSet, test: FaceSet, 
     """env.json: versions, device, git commit, code hash, data fingerprints, realised noise, options."""
     env = environment(device)
     env["data"] = {"train_fingerprint": train.fingerprint(), "test_fingerprint": test.fingerprint(),
-                   "train_size": len(train), "test_size": len(test), "noise": train.meta.get("noise")}
+                   "train_size": len(train), "test_size": len(test), "noise": train.meta.get("noise"),
+                   **{k: train.meta[k] for k in ("layout", "label_source", "vote_seed", "votes") if k in train.meta}}
     env["method"] = method.describe()
     env["distributed"] = {"world_size": d.world, "backend": torch.distributed.get_backend() if d.active else None}
     dtype = amp_dtype(cfg.train.amp, device)

@@ -145,12 +145,14 @@ def _plurality(votes: list[int]) -> str:
     return max((c for c in _FERPLUS_NAMES if c in CANONICAL_FER), key=lambda c: votes[_FERPLUS_NAMES.index(c)])
 
 
-def write_fer(root: Path, train: FaceSet, test: FaceSet, n_val: int = 3, disagree: tuple[int, ...] = ()) -> dict:
+def write_fer(root: Path, train: FaceSet, test: FaceSet, n_val: int = 3, disagree: tuple[int, ...] = (),
+              reuse: tuple[int, int] | None = None) -> dict:
     """fer2013.csv (Training rows, `n_val` PublicTest rows, then PrivateTest rows) and the paired
     fer2013new.csv whose votes come from SynthFER's annotators, plus hand-made rows: a happy/sad
     tie, an NF plurality, an empty image name and unknown-only votes (appended to Training).
     The FER2013 label of the rows in `disagree` is set to another class than the votes' majority
-    (constructed real-label noise)."""
+    (constructed real-label noise). `reuse=(a, b)`: row b carries row a's image name, as four names
+    of the real fer2013new.csv do. Each truth row has the id fercore gives it (`None`: no image)."""
     root.mkdir(parents=True, exist_ok=True)
     fer_rows, vote_rows, truth = [], [], []
     items = ([("Training", train, i) for i in range(len(train))]
@@ -173,10 +175,15 @@ def write_fer(root: Path, train: FaceSet, test: FaceSet, n_val: int = 3, disagre
             if row in disagree:  # the next FER2013 class after the votes' plurality
                 top = CANONICAL_FER[(CANONICAL_FER.index(_plurality(votes)) + 1) % len(CANONICAL_FER)]
                 fer_label = top
+        if reuse and row == reuse[1]:
+            name = truth[reuse[0]]["name"]
         fer_rows.append([FER2013_CODE[fer_label], " ".join(map(str, pixels.reshape(-1))), usage])
         vote_rows.append([usage, name, *votes])
         truth.append({"row": row, "usage": usage, "name": name, "votes": votes, "fer_label": fer_label,
                       "pixels": pixels})
+    for t in truth:  # the image name; a name a later row reuses (its PNG overwritten) keeps its row
+        t["id"] = None if not t["name"] else t["name"] if all(
+            u["name"] != t["name"] for u in truth[t["row"] + 1:]) else f"{t['name']}#{t['row']}"
     with open(root / "fer2013.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["emotion", "pixels", "Usage"])
@@ -187,6 +194,36 @@ def write_fer(root: Path, train: FaceSet, test: FaceSet, n_val: int = 3, disagre
                     "fear", "contempt", "unknown", "NF"])
         w.writerows(vote_rows)
     return {"rows": truth}
+
+
+FERPLUS_FOLDER = {"Training": "FER2013Train", "PublicTest": "FER2013Valid", "PrivateTest": "FER2013Test"}
+
+
+def generate_ferplus_pngs(csv_root: Path, root: Path, label_csv: bool = True, vote_file: bool = False) -> None:
+    """What FERPlus's `src/generate_training_data.py` does, restated: the pixels of row i of fer2013.csv
+    saved as a PNG under the name on row i of fer2013new.csv, in the Usage's folder (a repeated name:
+    the later row's pixels win); no image for an empty name. Then each folder's `label.csv` (no header:
+    name, "(0, 0, 48, 48)", 10 votes; one line per PNG, the votes of the row whose pixels it holds)
+    and, with `vote_file`, fer2013new.csv copied into `root`."""
+    with open(csv_root / "fer2013.csv", newline="") as f:
+        fer = list(csv.reader(f))[1:]
+    with open(csv_root / "fer2013new.csv", newline="") as f:
+        votes = list(csv.reader(f))
+    lines: dict[str, dict[str, list]] = {folder: {} for folder in FERPLUS_FOLDER.values()}
+    for (_, pixels, usage), row in zip(fer, votes[1:]):
+        if row[1]:
+            folder = root / FERPLUS_FOLDER[usage]
+            folder.mkdir(parents=True, exist_ok=True)
+            img = np.array(pixels.split(), dtype=np.uint8).reshape(48, 48)
+            Image.fromarray(img).save(folder / row[1], compress_level=0)
+            lines[FERPLUS_FOLDER[usage]][row[1]] = [row[1], "(0, 0, 48, 48)", *row[2:]]
+    if label_csv:
+        for folder, rows in lines.items():
+            with open(root / folder / "label.csv", "w", newline="") as f:
+                csv.writer(f).writerows(rows.values())
+    if vote_file:
+        with open(root / "fer2013new.csv", "w", newline="") as f:
+            csv.writer(f).writerows(votes)
 
 
 def write_affwild2(root: Path, train: FaceSet, test: FaceSet) -> dict[str, dict]:

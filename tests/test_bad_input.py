@@ -199,6 +199,40 @@ def csv_setup(bad_path: str):
     return setup
 
 
+def ferplus_setup(change: Callable[[Path], None] | None = None):
+    """FERPlus in the layout its generator writes (scratch/fp: FER2013{Train,Valid,Test}/*.png + label.csv),
+    then `change(fp)` damages it."""
+    def setup(s, w, mp):
+        fx.write_fer(s / "csv", *w.faces)
+        fx.generate_ferplus_pngs(s / "csv", s / "fp")
+        shutil.rmtree(s / "csv")
+        if change is not None:
+            change(s / "fp")
+    return setup
+
+
+def first_vote(text: str):
+    """An edit of a label.csv line: its 10 votes replaced by `text` (from the first vote on)."""
+    return lambda line: line[:line.index('",') + 2] + text
+
+
+def label_line(line: int, edit: Callable[[str], str]):
+    """Damage: FER2013Train/label.csv's line `line` (1-based) replaced by `edit(line)`."""
+    def change(fp: Path):
+        f = fp / "FER2013Train" / "label.csv"
+        lines = f.read_text().splitlines()
+        lines[line - 1] = edit(lines[line - 1])
+        f.write_text("\n".join(lines) + "\n")
+    return change
+
+
+def ferplus_check(s, w):
+    return ["data", "check", "--dataset", "ferplus", "--data-root", s / "fp"]
+
+
+FERPLUS = ["data.dataset=ferplus", "data.data_root={s}/fp", "data.n_train=0", "data.n_test=0"]
+
+
 def affectnet_setup(s, w, mp):
     fx.write_affectnet_csv(s / "an", *w.faces)
     f = s / "an" / "Manually_Annotated_file_lists" / "training.csv"
@@ -404,6 +438,35 @@ CASES = [
     Case("data-check-csv-outside", lambda s, w: ["data", "check", "--dataset", "csv", "--data-root", s / "csv"],
          ("train.csv:3", "leaves the data root", "result: 1 problem"), code=1, lines=0,
          setup=csv_setup("sub/../../outside.png")),
+    # --- FERPlus in its generator's PNG layout: every problem named with its file and line ---
+    Case("data-check-ferplus-png-absent", ferplus_check, ("FER2013Train/label.csv:5", "fer0000005.png",
+                                                          "listed but absent", "result: 1 problem"), code=1, lines=0,
+         setup=ferplus_setup(lambda fp: (fp / "FER2013Train" / "fer0000005.png").unlink())),
+    Case("data-check-ferplus-png-not-listed", ferplus_check,
+         ("FER2013Train/fer0999999.png", "PNG not listed in FER2013Train/label.csv", "result: 1 problem"),
+         code=1, lines=0,
+         setup=ferplus_setup(lambda fp: Image.new("L", (48, 48)).save(fp / "FER2013Train" / "fer0999999.png"))),
+    Case("data-check-ferplus-name-twice", ferplus_check, ("FER2013Train/label.csv:7", "fer0000006.png listed twice",
+                                                          "first at", "label.csv:6"), code=1, lines=0,
+         setup=ferplus_setup(label_line(7, lambda line: "fer0000006.png" + line[line.index(","):]))),
+    Case("data-check-ferplus-unreadable-png", ferplus_check, ("FER2013Train/fer0000007.png", "cannot decode",
+                                                              "listed at", "label.csv:7"), code=1, lines=0,
+         setup=ferplus_setup(lambda fp: damage(fp / "FER2013Train" / "fer0000007.png", b"not a png"))),
+    Case("data-check-ferplus-votes-all-zero", ferplus_check, ("FER2013Train/label.csv:5", "all 10 votes are zero"),
+         code=1, lines=0, setup=ferplus_setup(label_line(5, first_vote(",".join("0" * 10))))),
+    Case("data-check-ferplus-vote-not-a-count", ferplus_check, ("FER2013Train/label.csv:5", "'2.5'", "column neutral",
+                                                                "not a count"), code=1, lines=0,
+         setup=ferplus_setup(label_line(5, first_vote("2.5,1,1,1,1,1,1,1,1,0")))),
+    Case("data-check-ferplus-no-layout", ferplus_check, ("no FERPlus layout found", "fer2013.csv", "FER2013Train/"),
+         code=1, lines=0, setup=lambda s, w, mp: (s / "fp").mkdir()),
+    Case("train-ferplus-png-absent", train(*FERPLUS), ("FER2013Train/label.csv:5", "listed but absent"),
+         setup=ferplus_setup(lambda fp: (fp / "FER2013Train" / "fer0000005.png").unlink())),
+    Case("train-ferplus-fer2013-labels-without-csv", train(*FERPLUS, "data.label_source=fer2013"),
+         ("data.label_source=fer2013", "fer2013.csv", "PNG layout"), setup=ferplus_setup()),
+    Case("train-ferplus-2016-vote-file", train(*FERPLUS), ("fer2013new.csv:1", "2016 fer2013new.csv", "Image name"),
+         setup=ferplus_setup(lambda fp: (fp / "fer2013new.csv").write_text(
+             "Usage,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"))),
+    Case("one-vote-not-ferplus", train("data.label_source=one_vote"), ("data.label_source", "ferplus only")),
     Case("affectnet-path-outside", train("data.dataset=affectnet8", "data.data_root={s}/an", "data.n_train=0",
                                          "data.n_test=0"), ("training.csv:2", "../../secret.jpg", "leaves"),
          setup=affectnet_setup),

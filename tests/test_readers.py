@@ -174,7 +174,7 @@ def test_ferplus_pairs_by_row_and_applies_the_tie_rule(tmp_path, faces, rule):
     for t in truth:
         label = ferplus_rule(t["votes"], rule)
         if t["usage"] != "PublicTest" and t["name"] and sum(t["votes"][:8]) and label:
-            expected[f"{t['name']}#{t['row']}"] = (label, t)
+            expected[t["id"]] = (label, t)
     assert set(got) == set(expected)
     for i, (label, t) in expected.items():
         fs, k = got[i]
@@ -185,9 +185,9 @@ def test_ferplus_pairs_by_row_and_applies_the_tie_rule(tmp_path, faces, rule):
         assert fs.classes[int(fs.extras["fer2013_label"][k])] == t["fer_label"]
         assert torch.equal(fs.images[k], torch.from_numpy(t["pixels"]).expand(3, -1, -1))
     # the hand-made rows: row 1 a happy/sad tie, row 2 an NF plurality, row 3 no image name, row 4 unknown only
-    assert ("fer0000001.png#1" in got) == (rule == "first") and "fer0000002.png#2" not in got
+    assert ("fer0000001.png" in got) == (rule == "first") and "fer0000002.png" not in got
     if rule == "first":
-        assert train.classes[int(got["fer0000001.png#1"][0].label[got["fer0000001.png#1"][1]])] == "happy"
+        assert train.classes[int(got["fer0000001.png"][0].label[got["fer0000001.png"][1]])] == "happy"
     assert train.meta["excluded"]["no_image"] == 1 and train.meta["excluded"]["no_emotion_votes"] == 1
     assert train.meta["tie_rule"] == rule and len(train.meta["derived_labels_sha256"]) == 64
 
@@ -201,12 +201,12 @@ def test_ferplus_real_noise_marks_exactly_the_constructed_disagreement(tmp_path,
     truth = fx.write_fer(tmp_path, *faces, disagree=disagree)["rows"]
     train, test = read("ferplus", tmp_path, "data.label_source=fer2013")
     ref_train, ref_test = read("ferplus", tmp_path)
-    by_id = {f"{t['name']}#{t['row']}": t for t in truth}
+    by_id = {t["id"]: t for t in truth}
     assert train.ids == ref_train.ids and test.ids == ref_test.ids
     assert [train.classes[int(k)] for k in train.label] == [by_id[i]["fer_label"] for i in train.ids]
     assert torch.equal(train.clean_label, ref_train.label)          # the reference: the FERPlus majority
     assert torch.equal(test.label, ref_test.label)                  # tested on the FERPlus majority
-    constructed = {f"{t['name']}#{t['row']}" for t in truth if t["row"] in disagree} & set(train.ids)
+    constructed = {t["id"] for t in truth if t["row"] in disagree} & set(train.ids)
     marked = {i for i, w in zip(train.ids, train.extras["flipped"].tolist()) if w}
     assert len(constructed) >= 4 and marked == constructed
     assert train.meta["train_fer2013_disagrees"]["images"] == len(constructed)
@@ -220,7 +220,7 @@ def test_ferplus_real_noise_round_trips_through_a_run(tmp_path, faces):
 
     disagree = (5, 6, 9, 12, 15, 21)
     truth = fx.write_fer(tmp_path / "fer", *faces, disagree=disagree)
-    constructed = {r["name"] for r in truth["rows"] if r["row"] in disagree}
+    constructed = {r["id"] for r in truth["rows"] if r["row"] in disagree}
     cfg = build_config("smoke", overrides=["data.dataset=ferplus", f"data.data_root={tmp_path / 'fer'}",
                                            "data.label_source=fer2013", "data.image_size=32", "train.epochs=1",
                                            "model.backbone=resnet10t", f"out_dir={tmp_path / 'runs'}"])
@@ -230,7 +230,7 @@ def test_ferplus_real_noise_round_trips_through_a_run(tmp_path, faces):
     assert (d["label_given"] != d["clean_label"]).tolist() == train.extras["flipped"].tolist()
     assert int((d["label_given"] != d["clean_label"]).sum()) == train.meta["train_fer2013_disagrees"]["images"]
     marked = {i for i, f in zip(train.ids, train.extras["flipped"].tolist()) if f}
-    kept = {i for i in train.ids if i.split("#")[0] in constructed}  # ids are <image name>#<csv row>
+    kept = set(train.ids) & constructed
     assert marked and marked == kept, (marked, kept)  # exactly the constructed disagreement
     assert len(kept) == sum(1 for r in truth["rows"] if r["row"] in disagree and r["usage"] == "Training")
 
@@ -245,6 +245,119 @@ def test_ferplus7_drops_contempt_votes(tmp_path, faces):
     train, _ = read("ferplus", tmp_path, "data.protocol=ferplus7")
     assert train.classes == PROTOCOLS["ferplus7"] and train.soft_label.shape[1] == 7
     assert torch.allclose(train.soft_label.sum(1), torch.ones(len(train)))
+
+
+@pytest.mark.parametrize("votes", ["fer2013new.csv", "label.csv"])
+def test_ferplus_generator_layout_reads_what_the_csv_layout_reads(tmp_path, faces, votes):
+    """The PNG folders FERPlus's generator writes give the csv layout's images, labels, votes and ids;
+    the one image the csv layout has in addition is the row whose PNG the generator overwrote."""
+    truth = fx.write_fer(tmp_path / "csv", *faces, reuse=(6, 9))["rows"]
+    assert truth[6]["id"] == f"{truth[6]['name']}#6" and truth[9]["id"] == truth[6]["name"]
+    fx.generate_ferplus_pngs(tmp_path / "csv", tmp_path / "png", label_csv=votes == "label.csv",
+                             vote_file=votes == "fer2013new.csv")
+    ref, got = read("ferplus", tmp_path / "csv"), read("ferplus", tmp_path / "png")
+    for r, g in zip(ref, got):
+        assert (r.meta["layout"], g.meta["layout"]) == ("csv", "png")
+        assert set(g.ids) <= set(r.ids) and set(r.ids) - set(g.ids) <= {truth[6]["id"]}
+        for k, i in enumerate(g.ids):
+            j = r.ids.index(i)
+            assert torch.equal(g.images[k], r.images[j]) and g.label[k] == r.label[j]
+            assert torch.equal(g.soft_label[k], r.soft_label[j])
+            assert torch.equal(g.extras["votes"][k], r.extras["votes"][j])
+    train = got[0]
+    assert truth[6]["id"] in ref[0].ids and "fer2013_label" not in train.extras
+    assert train.meta["excluded"].get("overwritten") == (1 if votes == "fer2013new.csv" else None)
+    usage = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+    assert train.meta["png_rows_per_split"] == {
+        split: len({t["name"] for t in truth if t["name"] and t["usage"] == u}) for split, u in usage.items()}
+    files = {"fer2013new.csv"} if votes == "fer2013new.csv" else {f"{d}/label.csv" for d in fx.FERPLUS_FOLDER.values()}
+    assert set(train.meta["votes"]) == files
+    assert all(v["version"].startswith("not a published version") and len(v["sha256"]) == 64
+               for v in train.meta["votes"].values())
+
+
+def test_doctor_names_the_ferplus_layout_and_vote_version(tmp_path, faces):
+    from fercore.data.doctor import check
+
+    fx.write_fer(tmp_path / "csv", *faces)
+    fx.generate_ferplus_pngs(tmp_path / "csv", tmp_path / "png", vote_file=True)
+    for layout, rows in (("png", "PNG rows per split (published)"), ("csv", "vote rows per split (published)")):
+        report = check(build_config("smoke", overrides=["data.dataset=ferplus",
+                                                        f"data.data_root={tmp_path / layout}"]).data)
+        text = report.text()
+        assert report.ok and f"layout: {layout}" in text and rows in text, text
+        assert "votes read from fer2013new.csv: not a published version" in text
+        assert "per split differ from the published sizes" in text  # a fixture, and the doctor says so
+
+
+def test_ferplus_layout_and_vote_file_can_be_named(tmp_path, faces):
+    fx.write_fer(tmp_path / "both", *faces)
+    fx.generate_ferplus_pngs(tmp_path / "both", tmp_path / "both", label_csv=True)
+    (tmp_path / "both" / "fer2013new.csv").rename(tmp_path / "votes.csv")
+    train, _ = read("ferplus", tmp_path / "both", f"data.ferplus_votes={tmp_path / 'votes.csv'}", "data.layout=png")
+    assert train.meta["layout"] == "png" and set(train.meta["votes"]) == {"votes.csv"}
+    with pytest.raises(DataError, match="FER2013Train/label.csv:1: header"):  # data.ferplus_votes is a fer2013new.csv
+        read("ferplus", tmp_path / "both", f"data.ferplus_votes={tmp_path / 'both' / 'FER2013Train' / 'label.csv'}")
+    with pytest.raises(ConfigError, match="data.layout"):
+        build_config("smoke", overrides=["data.dataset=ferplus", "data.data_root=/x", "data.layout=npy"])
+    with pytest.raises(ConfigError, match="data.layout"):
+        build_config("smoke", overrides=["data.dataset=rafdb", "data.data_root=/x", "data.layout=png"])
+
+
+def test_one_vote_marks_exactly_the_images_whose_drawn_vote_differs_from_the_majority(tmp_path, faces):
+    """data.label_source=one_vote: each training image carries one annotator's vote (one the votes hold),
+    the test split and the reference keep the majority, and the wrong labels are exactly the images whose
+    drawn vote is not the majority; the draw depends on data.vote_seed and the id only."""
+    truth = fx.write_fer(tmp_path / "csv", *faces)["rows"]
+    fx.generate_ferplus_pngs(tmp_path / "csv", tmp_path / "png")
+    train, test = read("ferplus", tmp_path / "csv", "data.label_source=one_vote")
+    ref_train, ref_test = read("ferplus", tmp_path / "csv")
+    by_id = {t["id"]: t for t in truth}
+    assert train.ids == ref_train.ids and torch.equal(test.label, ref_test.label)
+    assert torch.equal(train.clean_label, ref_train.label)
+    drawn = [train.classes[int(k)] for k in train.label]
+    assert all(by_id[i]["votes"][fx.FERPLUS_COLUMN[c]] > 0 for i, c in zip(train.ids, drawn))  # a vote someone cast
+    differs = {i for i, c in zip(train.ids, drawn) if c != ferplus_rule(by_id[i]["votes"], "exclude")}
+    marked = {i for i, f in zip(train.ids, train.extras["flipped"].tolist()) if f}
+    assert marked == differs and 0 < len(marked) < len(train), (len(marked), len(train))
+    unanimous = {i for i in train.ids if sum(v > 0 for v in by_id[i]["votes"][:8]) == 1}
+    assert unanimous and not unanimous & marked
+    report = train.meta["noise"]["label_source"]
+    assert report["source"] == "one_vote" and report["n_flipped"] == len(marked)
+    assert train.meta["train_one_vote_differs"]["images"] == len(marked)
+    lab = dict(zip(train.ids, train.label.tolist()))
+    png, _ = read("ferplus", tmp_path / "png", "data.label_source=one_vote")
+    sub, _ = read("ferplus", tmp_path / "csv", "data.label_source=one_vote", "data.n_train=10")
+    other, _ = read("ferplus", tmp_path / "csv", "data.label_source=one_vote", "data.vote_seed=1")
+    assert [lab[i] for i in png.ids] == png.label.tolist() and [lab[i] for i in sub.ids] == sub.label.tolist()
+    assert other.label.tolist() != train.label.tolist() and torch.equal(other.clean_label, train.clean_label)
+
+
+def test_one_vote_round_trips_through_a_run(tmp_path, faces):
+    """A one_vote run's diagnostics mark as wrong exactly the drawn votes that differ from the majority, and
+    env.json records the realised rate, its confusion matrix and the vote file."""
+    import json
+
+    from fercore.engine import fit
+
+    fx.write_fer(tmp_path / "csv", *faces)
+    fx.generate_ferplus_pngs(tmp_path / "csv", tmp_path / "png")
+    cfg = build_config("smoke", overrides=["data.dataset=ferplus", f"data.data_root={tmp_path / 'png'}",
+                                           "data.label_source=one_vote", "data.image_size=32", "train.epochs=1",
+                                           "model.backbone=resnet10t", "model.weights=",
+                                           f"out_dir={tmp_path / 'runs'}"])
+    train, _ = load_dataset(cfg.data)
+    rd = fit(cfg)
+    d = rd.diagnostics()
+    assert d["id"].tolist() == train.ids
+    wrong = (d["label_given"] != d["clean_label"]).tolist()
+    assert wrong == train.extras["flipped"].tolist() and 0 < sum(wrong) < len(wrong)
+    env = json.loads((rd.path / "env.json").read_text())["data"]
+    got = env["noise"]["label_source"]
+    assert got["n_flipped"] == sum(wrong) and abs(got["rate_realised"] - sum(wrong) / len(wrong)) < 1e-6
+    confusion = np.array(got["confusion"])
+    assert confusion.sum() == len(wrong) and confusion.sum() - np.trace(confusion) == sum(wrong)
+    assert env["label_source"] == "one_vote" and env["layout"] == "png" and "FER2013Train/label.csv" in env["votes"]
 
 
 def test_affwild2_frames_expr_au_va_and_markers(tmp_path, faces):

@@ -80,14 +80,16 @@ CHOICES = [(None, key, opts) for key, opts in _literal_fields(config_module.RunC
 
 
 # choices that are only valid together with other keys
-CONTEXT = {"data.label_source": ["data.dataset=ferplus", "data.data_root=/nonexistent"]}
+FERPLUS = ["data.dataset=ferplus", "data.data_root=/nonexistent"]
+CONTEXT = {"data.label_source": FERPLUS, "data.layout": FERPLUS}
+VALUE_CONTEXT = {("data.layout", "npy"): ["data.dataset=affectnet8"]}  # a layout of another reader
 
 
 @pytest.mark.parametrize("method, key, options", CHOICES, ids=[c[1] for c in CHOICES])
 def test_every_choice_is_checked_by_the_config_layer(method, key, options):
     extra = ([f"method={method}"] if method else []) + CONTEXT.get(key, [])
     for value in options:
-        build_config("smoke", overrides=[*extra, f"{key}={value}"])
+        build_config("smoke", overrides=[*extra, *VALUE_CONTEXT.get((key, value), []), f"{key}={value}"])
     with pytest.raises(ConfigError) as e:
         build_config("smoke", overrides=[*extra, f"{key}=__bogus__"])
     text = str(e.value)

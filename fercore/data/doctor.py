@@ -31,6 +31,7 @@ from .classes import CODINGS, PROTOCOL_CODING, mapping_table
 from .noise import EAC_NOISE
 from .readers import SCANNERS
 from .readers.decode import open_rgb
+from .readers.ferplus import VOTE_VERSIONS
 from .readers.rafdb import parse_name_code
 from .readers.toolkit import PixelRow, Problems, Scan
 from .sidefiles import Targets, apply_to_scan, coverage_lines, merge
@@ -48,11 +49,13 @@ PUBLISHED_SIZES = {"affectnet7": {"train": 283901, "test": 3500}, "affectnet8": 
 # FERPlus pairs FER2013 row by row: its vote file has FER2013's published rows per Usage
 # (docs/datasets.md#4-fer2013); the hard-labelled images are fewer (docs/datasets.md#53-deriving-labels).
 PUBLISHED_ROWS = {"ferplus": {"train": 28709, "val": 3589, "test": 3589}}
+# The generator's PNG layout holds one PNG per distinct image name (docs/datasets.md#54-the-generators-png-layout).
+PUBLISHED_PNG_ROWS = {"ferplus": {"train": 28558, "val": 3579, "test": 3573}}
 # Published label-file hashes (docs/datasets.md#21-layout,
 # docs/datasets.md#23-synthetic-noise-label-files-in-circulation, docs/datasets.md#51-vote-file), by file name.
 KNOWN_SHA256 = {
     "list_patition_label.txt": "3890ab2daf1f2cf8b642197be016e643895faa8295dd83620d0a6a535fa0c1c3",
-    "fer2013new.csv": "9206e20d62f56475939f516847d61753e4860caeac9718b560129541b776fc2c",
+    **{name: sha for sha, (name, _) in VOTE_VERSIONS.items()},  # fer2013new.csv and the 2016 label.csv files
     **{Path(f).name: sha for f, sha in EAC_NOISE.values()},
 }
 
@@ -253,13 +256,17 @@ def check(cfg: DataConfig, decode: int = -1) -> Report:
     _images(scan, report, decode)
     _coverage(scan, cfg, report)
     report.facts.update({k: v for k, v in scan.meta.items()
-                         if k not in ("folds", "vote_rows_per_split", "side_files")})
-    if scan.dataset in PUBLISHED_ROWS:
-        got, pub = scan.meta.get("vote_rows_per_split", {}), PUBLISHED_ROWS[scan.dataset]
-        report.facts["vote rows per split (published)"] = {k: f"{got.get(k, 0)} ({n})" for k, n in pub.items()}
-        if any(got.get(k, 0) != n for k, n in pub.items()):
-            report.warnings.append("vote rows per split differ from the published FER2013 split sizes (a subset, "
-                                   "a fixture, or a damaged copy)")
+                         if k not in ("folds", "vote_rows_per_split", "png_rows_per_split", "side_files", "votes")})
+    for name, vote in scan.meta.get("votes", {}).items():
+        report.facts[f"votes read from {name}"] = f"{vote['version']}; sha256 {vote['sha256']}"
+    for key, what, table in (("vote_rows_per_split", "vote rows", PUBLISHED_ROWS),
+                             ("png_rows_per_split", "PNG rows", PUBLISHED_PNG_ROWS)):
+        if key in scan.meta and scan.dataset in table:
+            got, pub = scan.meta[key], table[scan.dataset]
+            report.facts[f"{what} per split (published)"] = {k: f"{got.get(k, 0)} ({n})" for k, n in pub.items()}
+            if any(got.get(k, 0) != n for k, n in pub.items()):
+                report.warnings.append(f"{what} per split differ from the published sizes (a subset, a fixture, or "
+                                       "a damaged copy)")
     if "folds" in scan.meta:
         folds = Counter(scan.meta["folds"].values())
         report.facts["subjects per fold"] = {str(k): folds[k] for k in sorted(folds)}

@@ -247,9 +247,11 @@ register(Protocol("file", "eac10|eac20|eac30 or file:<path>", _parse_file, _flip
 
 def inject(train: FaceSet, spec: str, seed: int) -> FaceSet:
     """Return `train` with noisy labels; `clean_label` keeps the labels before injection (or the
-    reader's own reference label, e.g. the FERPlus majority under `data.label_source=fer2013`),
-    `extras['flipped']` marks every training label that differs from it, and `meta['noise']`
-    reports the realised rate and the injected confusion matrix. Test sets are never passed here."""
+    reader's own reference label, e.g. the FERPlus majority under `data.label_source=fer2013` or
+    `one_vote`), `extras['flipped']` marks every training label that differs from it, and `meta['noise']`
+    reports the realised rate and the injected confusion matrix (and, under a reader's reference
+    label, `label_source`: the rate and confusion of the reader's labels against it). Test sets are
+    never passed here."""
     try:
         s = parse_spec(spec)
         protocol = PROTOCOLS[s.kind]
@@ -261,6 +263,9 @@ def inject(train: FaceSet, spec: str, seed: int) -> FaceSet:
         raise DataError(str(e)) from None
     report = {"spec": spec, "kind": s.kind, "seed": seed if protocol.seeded else None,
               "rate_asked": s.rate if protocol.seeded else None, **info}
+    if train.clean_label is not None:  # the reader's own real noise (FERPlus label_source fer2013 / one_vote)
+        report["label_source"] = {"source": train.meta.get("label_source"),
+                                  **noise_report(train.clean_label, before, train.num_classes)}
     clean = train.clean_label if train.clean_label is not None else before.clone()
     return train.replace(label=after, clean_label=clean, extras={**train.extras, "flipped": after != clean},
                          meta={**train.meta, "noise": {**report, **noise_report(before, after, train.num_classes)}})

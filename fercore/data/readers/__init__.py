@@ -29,7 +29,8 @@ LAYOUTS: dict[str, str] = {
     "affectnet7": f"{affectnet.CSV_DIR}/{{training,validation}}.csv + {affectnet.CSV_IMAGES}/, or "
                   "{train_set,val_set}/images + annotations/*_{exp,val,aro,lnd}.npy",
     "affectnet8": "as affectnet7, contempt kept",
-    "ferplus": f"{ferplus.FER_FILE} + {ferplus.VOTE_FILE} (paired by row)",
+    "ferplus": f"{ferplus.FER_FILE} + {ferplus.VOTE_FILE} (paired by row), or the generator's "
+               f"{{{','.join(ferplus.PNG_DIRS.values())}}}/*.png + {ferplus.LABEL_FILE} (or {ferplus.VOTE_FILE})",
     "fer2013": f"{ferplus.FER_FILE} (emotion,pixels,Usage)",
     "affwild2": f"{affwild2.IMAGE_DIR}/<video>/<frame>.jpg + {affwild2.ANNOTATION_DIR}/<task>/<split>/<video>.txt",
     "ckplus": "CK+48/<class>/S<subject>_<sequence>_<frame>.png (+ data.au_file FACS csv)",
