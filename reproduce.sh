@@ -16,7 +16,8 @@ options:
   --dataset NAME        dataset reader                   (default: synthfer, the embedded data)
   --data-root PATH      folder of a real dataset in its official layout
   --label-source SRC    ferplus only: fer2013 = train on FER2013's own labels, one_vote = on one
-                        annotator's vote per image (real label noise; the test split keeps the majority)
+                        annotator's vote per image (real label noise; the test split keeps the majority;
+                        notebooks 04, 06 and 07 then inject no noise, 05 sweeps its rates on top)
   --device DEV          auto | cpu | cuda | cuda:N       (default: auto)
   --notebook NAME       run only notebooks whose file name starts with NAME (e.g. 00)
   --use-active-env      install into and use the active virtualenv/conda env instead of ./.venv
@@ -114,6 +115,11 @@ for nb in "${notebooks[@]}"; do
   t=$SECONDS
   extra=()  # LABEL_SOURCE only for the notebooks that take it
   if [ -n "$label_source" ] && grep -q '"LABEL_SOURCE = ' "$nb"; then extra=(-r LABEL_SOURCE "$label_source"); fi
+  # real label noise replaces the injected one where a notebook trains at one noise setting (04, 06, 07);
+  # notebook 05's sweep injects its rates on top of it
+  if [ "${#extra[@]}" -gt 0 ] && [ "$label_source" != ferplus ] && grep -q '"NOISE = \\"' "$nb"; then
+    extra+=(-r NOISE none)
+  fi
   if ! "$py" -m papermill "$nb" "$out" -k python3 --cwd notebooks --log-level WARNING \
       -p PROFILE "$profile" -p DATASET "$dataset" -r DATA_ROOT "$data_root" -p DEVICE "$device" "${extra[@]}"; then
     echo "reproduce.sh: $nb failed; the cell that failed and its error are above and in $out" >&2
