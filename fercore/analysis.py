@@ -146,7 +146,7 @@ def linear_probe(weights: str, backbone: str, train: FaceSet, test: FaceSet, tar
     torch.manual_seed(0)
     net = Backbone(backbone)
     if weights:
-        load_backbone_weights(net, resolve(weights))
+        load_backbone_weights(net, resolve(weights, backbone))
     net = net.to(device).eval()
 
     @torch.no_grad()

@@ -41,6 +41,33 @@ VARIANTS = {  # name -> config overrides (fercore's pipeline)
 }
 
 
+def spatial_maps(profile: str, overrides: list[str] = ()) -> dict:
+    """What EAC's and POI's mechanisms see under a profile: EAC's class-activation map (the backbone's
+    last map, h x w), POI's PIN map (the stem cut at `poi.stride`, h x w) and the map cells its
+    landmark regions are centred on, for the mean landmarks of 16 SynthFER faces at the profile's size."""
+    from .methods.poi.regions import region_boxes
+
+    out = {}
+    for name in ("eac", "poi"):
+        mine = [o for o in overrides if not o.startswith(("eac.", "poi.")) or o.startswith(f"{name}.")]
+        cfg = build_config(profile, overrides=[f"method={name}", "data.n_train=16", "data.n_test=16",
+                                               "model.weights=", *mine])
+        train, _ = load_dataset(cfg.data)
+        method = get_method(name)(cfg, train).eval()
+        x = torch.zeros(1, 3, cfg.data.image_size, cfg.data.image_size)
+        with torch.no_grad():
+            if name == "eac":
+                out["eac_cam"] = tuple(method.backbone.forward_features(x).shape[-2:])
+                continue
+            fmap = method.pin.stem(x)
+        boxes = region_boxes(train.landmarks.mean(0, keepdim=True), x.shape[-2:], fmap.shape[-2:],
+                             method.regions, method.params.patch)[0]
+        centres = ((boxes[:, :2] + boxes[:, 2:]) / 2).floor().long().tolist()
+        out.update(poi_map=tuple(fmap.shape[-2:]), poi_regions=dict(zip(method.regions, map(tuple, centres))),
+                   backbone=cfg.model.backbone, image_size=cfg.data.image_size, poi_stride=method.params.stride)
+    return out
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

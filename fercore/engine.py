@@ -525,12 +525,13 @@ def _eval_due(cfg: RunConfig, epoch: int) -> bool:
 def _load_weights(method: Method, cfg: RunConfig, d: Dist) -> dict:
     """`model.weights` into the backbone (and the method's other backbone-shaped modules, e.g. POI's
     PIN stem), strictly; `pretrain:<preset>` is fercore's own pretraining, trained on first use."""
-    path = pretrain.resolve(cfg.model.weights, verbose=d.main and cfg.train.progress)
+    path = pretrain.resolve(cfg.model.weights, cfg.model.backbone, verbose=d.main and cfg.train.progress)
     report = load_backbone_weights(method.backbone, path)
     for name, module in method.extra_weight_targets().items():
         report.setdefault("also_loaded", {})[name] = load_backbone_weights(module, path)["loaded"]
     if cfg.model.weights.startswith(pretrain.PREFIX):
-        report["pretrain"] = {"preset": cfg.model.weights, "key": pretrain.preset(cfg.model.weights).key()}
+        report["pretrain"] = {"preset": cfg.model.weights,
+                              "key": pretrain.preset(cfg.model.weights, cfg.model.backbone).key()}
     if d.main and cfg.train.progress:
         print(f"{cfg.method}: loaded {report['loaded']} backbone tensors from {report['path']} "
               f"({report['format']}, sha256 {report['sha256'][:12]}); ignored {len(report['ignored'])} "

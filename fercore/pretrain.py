@@ -58,7 +58,7 @@ class PretrainConfig:
     """Every choice of a pretraining run, each `[ours]`; all but `num_threads` key the cache."""
 
     objective: Literal["au", "identity", "expression"] = "au"  # module docstring
-    backbone: str = "resnet10t"     # timm name; must be the fine-tuning runs' model.backbone
+    backbone: str = "resnet10t"     # timm name; `model.weights=pretrain:<preset>` sets the run's model.backbone
     image_size: PosInt = 32         # the fine-tuning runs' data.image_size
     n_train: PosInt = 12000         # pretraining faces (RAF-DB's training set has 12,271)
     n_val: PosInt = 1000            # held-out faces of the same draw, for the per-epoch metric
@@ -253,17 +253,20 @@ def record_of(weights: str | Path) -> dict:
     return json.loads((Path(weights).parent / "record.json").read_text())
 
 
-def preset(spec: str) -> PretrainConfig:
-    """`pretrain:<name>` -> its PretrainConfig (a one-line ConfigError for an unknown name)."""
+def preset(spec: str, backbone: str = "") -> PretrainConfig:
+    """`pretrain:<name>` -> its PretrainConfig, for `backbone` when given (a run's `model.backbone`: a
+    preset names the objective and the data, the backbone is the run's); a one-line ConfigError for an
+    unknown name."""
     name = spec[len(PREFIX):]
     if name not in PRESETS:
         raise ConfigError(f"model.weights: unknown pretraining preset {name!r}; expected one of {sorted(PRESETS)}")
-    return PRESETS[name]
+    return dataclasses.replace(PRESETS[name], backbone=backbone) if backbone else PRESETS[name]
 
 
-def resolve(spec: str, verbose: bool = False) -> Path:
-    """A `model.weights` value -> a weights file: `pretrain:<preset>` is trained (first use) and cached."""
-    return pretrain(preset(spec), verbose=verbose) if spec.startswith(PREFIX) else Path(spec)
+def resolve(spec: str, backbone: str = "", verbose: bool = False) -> Path:
+    """A `model.weights` value -> a weights file: `pretrain:<preset>` (for `backbone`, see `preset`) is
+    trained on first use and cached."""
+    return pretrain(preset(spec, backbone), verbose=verbose) if spec.startswith(PREFIX) else Path(spec)
 
 
 def with_changes(cfg: PretrainConfig, **changes) -> PretrainConfig:

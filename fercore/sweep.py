@@ -285,9 +285,10 @@ def _prepare_data(cells: list[Cell]) -> None:
         if key not in seen:
             seen.add(key)
             load_dataset(cfg.data)
-        if cfg.model.weights.startswith(PREFIX) and cfg.model.weights not in seen:
-            seen.add(cfg.model.weights)
-            resolve(cfg.model.weights)
+        weights = (cfg.model.weights, cfg.model.backbone)
+        if cfg.model.weights.startswith(PREFIX) and weights not in seen:
+            seen.add(weights)
+            resolve(*weights)
 
 
 def _worker_init() -> None:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from . import small  # noqa: F401  (registers fercore's small ResNets with timm)
 
 
 def native_bf16(device: torch.device) -> bool:

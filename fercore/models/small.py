@@ -1,0 +1,60 @@
+"""Small ResNets for faces of 32 px whose last map keeps a spatial layout, registered with timm `[ours]`.
+
+Every timm ResNet reduces its input by 32, so a 32 px face leaves a 1x1 last map: EAC's attention
+consistency (docs/baselines.md#5-eac-erasing-attention-consistency) then compares two numbers, and
+POI's facial subregions share the few cells of a stride-8 map. `fercore_resnet8t` keeps resnet10t's
+design where it is cheap and drops what destroys the layout:
+* resnet10t's tiered 3-conv stem (stride 2) `[lineage: timm resnet10t]`, without the max pool that
+  follows it (stride 4 -> 2);
+* three basic-block stages of one block each at 32 / 64 / 128 channels (strides 1, 2, 2) instead of
+  four at 64 / 128 / 256 / 512, with average-pool shortcuts `[lineage: timm resnet10t, avg_down]`.
+Output stride 8: a 32 px face gives a 128 x 4 x 4 last map (EAC's CAM) and a 64 x 8 x 8 map at stride
+4 (POI's PIN stem, `poi.stride=4`). `fercore_resnet8t_w2` doubles every width (64 / 128 / 256).
+BENCHMARKS.md measures their cost against resnet10t.
+"""
+from __future__ import annotations
+
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.resnet import BasicBlock, ResNet
+from torch import nn
+
+# timm's registry wants a config per model; there are no pretrained weights (fercore.pretrain makes its own)
+default_cfgs = generate_default_cfgs({name: {"num_classes": 0, "input_size": (3, 32, 32), "pool_size": (4, 4),
+                                             "first_conv": "conv1.0", "classifier": "fc"}
+                                      for name in ("fercore_resnet8t", "fercore_resnet8t_w2")})
+
+
+class NoPoolResNet(ResNet):
+    """timm's ResNet without the stem's max pool and with as many stages as `channels` (3 here).
+
+    timm's `forward_features` calls `layer4`, so a 3-stage net gets an identity there; the feature
+    info's reductions are halved after the stem, so `features_only` (POI's PIN stem) finds the strides
+    the net really has."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.maxpool = nn.Identity()
+        if not hasattr(self, "layer4"):
+            self.layer4 = nn.Identity()
+        for info in self.feature_info[1:]:
+            info["reduction"] //= 2
+
+
+def _create(variant: str, widths: tuple[int, ...], stem_width: int, pretrained: bool = False, **kwargs) -> ResNet:
+    args = dict(block=BasicBlock, layers=(1,) * len(widths), channels=widths, stem_width=stem_width,
+                stem_type="deep_tiered", avg_down=True)
+    # features_only: one feature per entry of feature_info (the stem and each stage), read by timm's list wrapper
+    return build_model_with_cfg(NoPoolResNet, variant, pretrained,
+                                feature_cfg={"out_indices": tuple(range(len(widths) + 1))}, **dict(args, **kwargs))
+
+
+@register_model
+def fercore_resnet8t(pretrained: bool = False, **kwargs) -> ResNet:
+    """Tiered stem without max pool + 3 basic blocks at 32/64/128 channels: output stride 8."""
+    return _create("fercore_resnet8t", (32, 64, 128), 16, pretrained, **kwargs)
+
+
+@register_model
+def fercore_resnet8t_w2(pretrained: bool = False, **kwargs) -> ResNet:
+    """`fercore_resnet8t` at twice the width (64/128/256 channels)."""
+    return _create("fercore_resnet8t_w2", (64, 128, 256), 32, pretrained, **kwargs)
