@@ -30,6 +30,8 @@ from fercore.models.backbone import native_bf16
 REGIMES = {
     "before": ["model.backbone=resnet10t", "poi.stride=8"],
     "after": ["model.backbone=fercore_resnet8t", "poi.stride=4"],
+    "after_w2": ["model.backbone=fercore_resnet8t_w2", "poi.stride=4"],
+    "poi_stride4": ["model.backbone=resnet10t", "poi.stride=4"],
 }
 
 

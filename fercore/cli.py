@@ -190,6 +190,11 @@ def _sweep(args) -> int:
     for item in args.overrides:  # key=value for every cell, on top of the grid's base
         key, _, value = item.partition("=")
         grid.base[key] = value
+    if args.dry_run:
+        from .sweep import plan, plan_text
+
+        print(plan_text(plan(grid, out_dir=args.out_dir), args.workers))
+        return 0
     result = run(grid, workers=args.workers, backend=args.backend, out_dir=args.out_dir,
                  progress=not args.no_progress)
     print(result.summary())
@@ -259,6 +264,8 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--backend", default="local", help="local | submitit (Slurm, or submitit's local executor)")
     sw.add_argument("--out-dir", help="where the runs go (default: the grid's base out_dir)")
     sw.add_argument("--no-progress", action="store_true", help="no progress bar (one line per cell)")
+    sw.add_argument("--dry-run", action="store_true", help="train nothing: list the cells, which runs are finished, "
+                                                           "and the estimated time of the rest")
     sw.set_defaults(func=_sweep)
 
     b = sub.add_parser("bench", help="fercore's pipeline vs the peers' way; every method's step time vs ce")

@@ -27,9 +27,11 @@ Slurm (or to submitit's local executor). One tqdm bar over the grid, one line pe
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
 import multiprocessing
 import os
+import statistics
 import time
 import traceback
 from concurrent.futures.process import BrokenProcessPool
@@ -40,7 +42,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .config import METHOD_PARAMS, PROFILES, RunConfig, build_config, identity_of, load_yaml, raise_problems
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 from .files import write_atomic
 from .rundir import RunDir, code_hash
 
@@ -272,6 +274,78 @@ def cell_run_dir(cell: Cell) -> RunDir:
     return RunDir(Path(cfg.out_dir) / cfg.cell_name())
 
 
+def measured_seconds(out_dir: str | Path, profile: str) -> dict[str, float]:
+    """Method -> median in-run seconds (`summary.json`'s `wall_time_s`) of the finished runs of `profile`
+    under `out_dir`: what `plan` estimates a run to cost. Runs at another backbone or size count only
+    where the profile's own are absent; start-up (imports, data, weights) is not in it."""
+    times: dict[str, list[float]] = {}
+    for summary in Path(out_dir).glob("*/summary.json"):
+        try:
+            s = json.loads(summary.read_text())
+            config = json.loads((summary.parent / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if config.get("profile") == profile and "wall_time_s" in s:
+            times.setdefault(s["method"], []).append(float(s["wall_time_s"]))
+    return {m: statistics.median(v) for m, v in times.items()}
+
+
+def plan(grid: Grid, out_dir: str | None = None) -> list[dict]:
+    """What `run(grid)` would do, without training: per cell its run directory, `finished` (a finished run
+    of the same config and code: reused, unless its data changed), `resumable` (interrupted, same config
+    and code) or `to train`, and the seconds a run of its method has taken here (`measured_seconds`;
+    None where no run of that method has finished)."""
+    if out_dir:
+        grid = Grid(**{**asdict(grid), "base": {**grid.base, "out_dir": out_dir}})
+    cells = grid.cells()
+    code = code_hash()
+    measured = measured_seconds(cells[0].config().out_dir, grid.profile) if cells else {}
+    rows = []
+    from .models.backbone import unknown_model
+
+    for cell in cells:
+        try:
+            cfg = cell.config()
+            error = unknown_model(cfg.model.backbone, "model.backbone")
+            if error is not None:
+                raise error
+        except ConfigError as e:  # a cell `run` would record as failed
+            rows.append({"cell": cell.label, "run_dir": "", "method": cell.method, "status": "refused",
+                         "seconds": None, "error": str(e)})
+            continue
+        rd = cell_run_dir(cell)
+        status = "to train"
+        try:
+            same = (rd.started and identity_of(rd.config) == identity_of(json.loads(cfg.to_json()))
+                    and rd.env.get("code_hash") == code)
+        except (OSError, ValueError, RunError):
+            same = False
+        if same:
+            status = "finished" if rd.finished else "resumable"
+        rows.append({"cell": cell.label, "run_dir": str(rd.path), "method": cell.method, "status": status,
+                     "seconds": measured.get(cell.method)})
+    return rows
+
+
+def plan_text(rows: list[dict], workers: int) -> str:
+    """The plan as lines, then the totals: runs to train and the estimated time on `workers` processes."""
+    lines = [f"{r['status']:>10}  {r['cell']}" + (f"  ~{r['seconds']:.0f} s" if r["seconds"] is not None
+                                                 and r["status"] != "finished" else "")
+             + (f"  ({r['error']})" if r.get("error") else "") for r in rows]
+    todo = [r for r in rows if r["status"] in ("to train", "resumable")]
+    known = [r["seconds"] for r in todo if r["seconds"] is not None]
+    unknown = sorted({r["method"] for r in todo if r["seconds"] is None})
+    refused = sum(r["status"] == "refused" for r in rows)
+    lines.append(f"{len(rows)} runs: {len(rows) - len(todo) - refused} finished (reused), {len(todo)} to train or "
+                 f"resume" + (f", {refused} refused (their config does not build)" if refused else ""))
+    if todo:
+        lines.append(f"estimated training: {sum(known):.0f} s of runs, about {sum(known) / workers / 60:.1f} min on "
+                     f"{workers} worker(s), from the median in-run time of this profile's finished runs of each method "
+                     "(start-up not counted)"
+                     + (f"; no finished run to measure for {', '.join(unknown)} (not counted)" if unknown else ""))
+    return "\n".join(lines)
+
+
 def _prepare_data(cells: list[Cell]) -> None:
     """Generate or decode each distinct dataset, and train each distinct `pretrain:` backbone, once
     before the workers start (they then read the caches)."""
@@ -288,7 +362,8 @@ def _prepare_data(cells: list[Cell]) -> None:
         weights = (cfg.model.weights, cfg.model.backbone)
         if cfg.model.weights.startswith(PREFIX) and weights not in seen:
             seen.add(weights)
-            resolve(*weights)
+            with contextlib.suppress(ConfigError):  # e.g. an unknown backbone: its cells fail, each with the error
+                resolve(*weights)
 
 
 def _worker_init() -> None:

@@ -54,16 +54,20 @@ def test_every_notebook_takes_the_parameters_reproduce_sh_passes():
     import papermill
 
     passed = set(re.findall(r"-[pr] (\w+) ", (ROOT / "reproduce.sh").read_text()))
-    # LABEL_SOURCE goes only to the notebooks that declare it (the FERPlus real-noise protocol)
-    assert passed == {"PROFILE", "DATASET", "DATA_ROOT", "DEVICE", "LABEL_SOURCE"}
-    takers = 0
+    # LABEL_SOURCE goes only to the notebooks that declare it (the FERPlus real-noise protocol), and with
+    # it NOISE=none to those of them whose NOISE is one setting (a string)
+    assert passed == {"PROFILE", "DATASET", "DATA_ROOT", "DEVICE", "LABEL_SOURCE", "NOISE"}
+    takers = strings = 0
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        declared = set(papermill.inspect_notebook(str(nb)))
-        common = passed - {"LABEL_SOURCE"}
-        assert common <= declared, f"{nb.name} lacks parameters {sorted(common - declared)}"
+        declared = papermill.inspect_notebook(str(nb))
+        common = passed - {"LABEL_SOURCE", "NOISE"}
+        assert common <= set(declared), f"{nb.name} lacks parameters {sorted(common - set(declared))}"
         takers += "LABEL_SOURCE" in declared
+        if "LABEL_SOURCE" in declared:  # reproduce.sh recognises a one-setting NOISE by its quoted default
+            assert declared["NOISE"]["default"][0] in "\"[", (nb.name, declared["NOISE"])
+            strings += declared["NOISE"]["default"].startswith('"')
         cell = next(c for c in json.loads(nb.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
         assigned = set(re.findall(r"^(\w+) =", "".join(cell["source"]), re.M))
-        unread = sorted(assigned - declared)
+        unread = sorted(assigned - set(declared))
         assert not unread, f"{nb.name}: papermill cannot read {unread} (an = in a comment?)"
-    assert takers >= 4  # comparison, noise sweep, ablations, uncertainty
+    assert takers >= 4 and strings == 3  # comparison, noise sweep, ablations, uncertainty; all but the sweep

@@ -14,7 +14,7 @@ import pytest
 
 from fercore import tables
 from fercore.errors import ConfigError
-from fercore.sweep import GRIDS, Grid, cell_run_dir, run
+from fercore.sweep import GRIDS, Grid, cell_run_dir, plan, plan_text, run
 
 TINY = {"data": {"n_train": 96, "n_test": 48, "image_size": 32}, "model": {"backbone": "resnet10t"},
         "train": {"epochs": 2, "batch_size": 32}}
@@ -113,6 +113,18 @@ def test_sweep_runs_reuses_and_records_failures(tmp_path):
     assert [r.status for r in second.results if r.cell.variant == "default"] == ["reused"] * 4
     df = tables.run_table(second.runs())
     assert len(df) == 4 and set(df["variant"]) == {"default"} and df["last_acc"].between(0, 1).all()
+    # the plan (sweep --dry-run): finished cells, one seed more to train at the measured cost, refused cells
+    rows = {r["cell"]: r for r in plan(grid(tmp_path, seeds=[0, 1, 2], variants=g.variants))}
+    assert {c: r["status"] for c, r in rows.items() if "/default" in c} == {
+        f"{m}/sym:0.3/s{s}/default": "finished" if s < 2 else "to train" for m in ("ce", "scn") for s in (0, 1, 2)}
+    assert all(r["status"] == "refused" and "resnet_does_not_exist" in r["error"] for c, r in rows.items()
+               if c.endswith("/bad"))
+    for m in ("ce", "scn"):
+        took = sorted(json.loads((Path(r.run_dir) / "summary.json").read_text())["wall_time_s"]
+                      for r in second.results if r.cell.method == m and r.cell.variant == "default")
+        assert rows[f"{m}/sym:0.3/s2/default"]["seconds"] == pytest.approx(sum(took) / 2)  # the median of two
+    text = plan_text(list(rows.values()), workers=2)
+    assert "12 runs: 4 finished (reused), 2 to train or resume, 6 refused" in text, text
 
 
 def test_interrupted_sweep_resumes_without_retraining_finished_cells(tmp_path):
