@@ -32,6 +32,7 @@ REGIMES = {
     "after": ["model.backbone=fercore_resnet8t", "poi.stride=4"],
     "after_w2": ["model.backbone=fercore_resnet8t_w2", "poi.stride=4"],
     "poi_stride4": ["model.backbone=resnet10t", "poi.stride=4"],
+    "os8": ["model.backbone=fercore_resnet10t_os8", "poi.stride=4"],
 }
 
 

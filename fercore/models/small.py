@@ -10,6 +10,8 @@ design where it is cheap and drops what destroys the layout:
   four at 64 / 128 / 256 / 512, with average-pool shortcuts `[lineage: timm resnet10t, avg_down]`.
 Output stride 8: a 32 px face gives a 128 x 4 x 4 last map (EAC's CAM) and a 64 x 8 x 8 map at stride
 4 (POI's PIN stem, `poi.stride=4`). `fercore_resnet8t_w2` doubles every width (64 / 128 / 256).
+`fercore_resnet10t_os8` keeps resnet10t's stem with its max pool and its first three stages
+(64 / 128 / 256), the third at stride 1 (dilated), and drops the fourth: the same output stride 8.
 BENCHMARKS.md measures their cost against resnet10t.
 """
 from __future__ import annotations
@@ -21,30 +23,37 @@ from torch import nn
 # timm's registry wants a config per model; there are no pretrained weights (fercore.pretrain makes its own)
 default_cfgs = generate_default_cfgs({name: {"num_classes": 0, "input_size": (3, 32, 32), "pool_size": (4, 4),
                                              "first_conv": "conv1.0", "classifier": "fc"}
-                                      for name in ("fercore_resnet8t", "fercore_resnet8t_w2")})
+                                      for name in ("fercore_resnet8t", "fercore_resnet8t_w2",
+                                                   "fercore_resnet10t_os8")})
 
 
-class NoPoolResNet(ResNet):
-    """timm's ResNet without the stem's max pool and with as many stages as `channels` (3 here).
+class ThreeStageResNet(ResNet):
+    """timm's ResNet with as many stages as `channels` (3 here): timm's `forward_features` calls `layer4`,
+    so a 3-stage net gets an identity there."""
 
-    timm's `forward_features` calls `layer4`, so a 3-stage net gets an identity there; the feature
-    info's reductions are halved after the stem, so `features_only` (POI's PIN stem) finds the strides
-    the net really has."""
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not hasattr(self, "layer4"):
+            self.layer4 = nn.Identity()
+
+
+class NoPoolResNet(ThreeStageResNet):
+    """... without the stem's max pool; the feature info's reductions are halved after the stem, so
+    `features_only` (POI's PIN stem) finds the strides the net really has."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.maxpool = nn.Identity()
-        if not hasattr(self, "layer4"):
-            self.layer4 = nn.Identity()
         for info in self.feature_info[1:]:
             info["reduction"] //= 2
 
 
-def _create(variant: str, widths: tuple[int, ...], stem_width: int, pretrained: bool = False, **kwargs) -> ResNet:
+def _create(variant: str, widths: tuple[int, ...], stem_width: int, pretrained: bool = False,
+            cls: type = NoPoolResNet, **kwargs) -> ResNet:
     args = dict(block=BasicBlock, layers=(1,) * len(widths), channels=widths, stem_width=stem_width,
                 stem_type="deep_tiered", avg_down=True)
     # features_only: one feature per entry of feature_info (the stem and each stage), read by timm's list wrapper
-    return build_model_with_cfg(NoPoolResNet, variant, pretrained,
+    return build_model_with_cfg(cls, variant, pretrained,
                                 feature_cfg={"out_indices": tuple(range(len(widths) + 1))}, **dict(args, **kwargs))
 
 
@@ -58,3 +67,11 @@ def fercore_resnet8t(pretrained: bool = False, **kwargs) -> ResNet:
 def fercore_resnet8t_w2(pretrained: bool = False, **kwargs) -> ResNet:
     """`fercore_resnet8t` at twice the width (64/128/256 channels)."""
     return _create("fercore_resnet8t_w2", (64, 128, 256), 32, pretrained, **kwargs)
+
+
+@register_model
+def fercore_resnet10t_os8(pretrained: bool = False, **kwargs) -> ResNet:
+    """resnet10t's stem (with its max pool) and first three stages (64/128/256 channels), the third at
+    stride 1 (dilated, timm's `output_stride=8`), without the fourth: output stride 8."""
+    return _create("fercore_resnet10t_os8", (64, 128, 256), 32, pretrained, cls=ThreeStageResNet,
+                   **dict({"output_stride": 8}, **kwargs))
