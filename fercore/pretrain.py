@@ -58,7 +58,7 @@ class PretrainConfig:
     """Every choice of a pretraining run, each `[ours]`; all but `num_threads` key the cache."""
 
     objective: Literal["au", "identity", "expression"] = "au"  # module docstring
-    backbone: str = "resnet10t"     # timm name; `model.weights=pretrain:<preset>` sets the run's model.backbone
+    backbone: str = "fercore_resnet10t_os8"  # the quick profile's; `model.weights=pretrain:<preset>` sets the run's
     image_size: PosInt = 32         # the fine-tuning runs' data.image_size
     n_train: PosInt = 12000         # pretraining faces (RAF-DB's training set has 12,271)
     n_val: PosInt = 1000            # held-out faces of the same draw, for the per-epoch metric

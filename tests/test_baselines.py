@@ -215,8 +215,6 @@ def test_poi_regions_sit_on_distinct_cells_in_the_cpu_profiles(profile):
     assert len(set(cells)) == len(cells) == 5, maps
 
 
-@pytest.mark.xfail(strict=True, reason="open: resnet10t leaves EAC a 1x1 CAM at 32 px, and the 4x4-map backbones "
-                                       "measured so far lose 13-18 points of ce accuracy (BENCHMARKS.md)")
 @pytest.mark.parametrize("profile", ["smoke", "quick"])
 def test_eac_cam_is_spatial_in_the_cpu_profiles(profile):
     """A regime fair to EAC: its class-activation map is at least 4x4, so its flip consistency compares
