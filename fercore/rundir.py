@@ -271,7 +271,8 @@ class RunDir:
 
     def why_not_reusable(self, config: dict, code: str, fingerprints: tuple[str, str]) -> str | None:
         """None if `finished_with` holds, else why not, for the notice `--reuse` prints: unfinished,
-        another config, code or data, or a file that does not read back (summary, checkpoint, ...)."""
+        another config, code or data, or a file that does not read back whole (summary, metrics with
+        one line per epoch, relabels, diagnostics, checkpoint)."""
         if not self.finished:
             return f"it did not finish ({self.status()})"
         try:
@@ -282,7 +283,14 @@ class RunDir:
                 return "fercore's source code changed since it ran"
             if (env["data"]["train_fingerprint"], env["data"]["test_fingerprint"]) != tuple(fingerprints):
                 return "its training or test data differ from today's"
-            self.summary  # noqa: B018 - it must read back
+            summary = self.summary  # every file the run owns must read back whole, not only the summary
+            epochs = len(self.history())
+            if epochs != summary.get("epochs", epochs):
+                return f"{self.file(FILES.metrics)}: {epochs} epochs, the summary says {summary['epochs']}"
+            self.read_json(FILES.relabels)
+            if not self.file(FILES.diagnostics).is_file():
+                return f"{self.file(FILES.diagnostics)}: missing"
+            self.load_diagnostics()
             if self.load_checkpoint() is None:
                 return f"{self.file(FILES.checkpoint)}: missing"
         except RunError as e:

@@ -344,6 +344,13 @@ CASES = [
          setup=readonly_setup),
     Case("run-exists-no-flag", lambda s, w: [*TRAIN, f"out_dir={s}", "name=run"],
          ("already holds a run", "--resume", "--overwrite"), setup=on_run({})),
+    # a reused run must read back whole: a damaged metrics.jsonl is retrained, saying which file (issue 21, case 1)
+    Case("reuse-damaged-metrics", lambda s, w: [*TRAIN, f"out_dir={s}", "name=run", "--reuse"],
+         ("not reused", "run/metrics.jsonl:2", "not valid JSON", "training it again"), code=0, lines=0,
+         setup=on_run({"metrics.jsonl": lambda rd: (rd / "metrics.jsonl").read_bytes() + b"{bad\n"}), may_change="run"),
+    Case("reuse-metrics-short-of-the-summary", lambda s, w: [*TRAIN, f"out_dir={s}", "name=run", "--reuse"],
+         ("not reused", "run/metrics.jsonl: 0 epochs, the summary says 1"), code=0, lines=0,
+         setup=on_run({"metrics.jsonl": b""}), may_change="run"),
     Case("resume-another-config", lambda s, w: [*TRAIN, f"out_dir={s}", "name=run", "train.batch_size=16", "--resume"],
          ("another config", "train.batch_size"), setup=on_run({})),
     Case("disk-full-at-checkpoint", lambda s, w: [*TRAIN, f"out_dir={s / 'runs'}", "name=df"],
