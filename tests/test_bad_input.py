@@ -351,6 +351,12 @@ CASES = [
     Case("reuse-metrics-short-of-the-summary", lambda s, w: [*TRAIN, f"out_dir={s}", "name=run", "--reuse"],
          ("not reused", "run/metrics.jsonl: 0 epochs, the summary says 1"), code=0, lines=0,
          setup=on_run({"metrics.jsonl": b""}), may_change="run"),
+    # an AU side file without rows: MTAC names the file, not "add them with data.au_file" (issue 21, case 4)
+    Case("au-side-file-without-rows", train("method=mtac", "data.dataset=rafdb", "data.data_root={s}/raf",
+                                            "data.n_train=0", "data.n_test=0", "data.au_file={s}/au.csv"),
+         ("data.au_file=", "au.csv gave AU targets to none of the 24 training images"), code=0, lines=0,
+         setup=lambda s, w, mp: (raf_setup()(s, w, mp), (s / "au.csv").write_text("id,AU1,AU2\n")),
+         may_change="runs"),
     Case("resume-another-config", lambda s, w: [*TRAIN, f"out_dir={s}", "name=run", "train.batch_size=16", "--resume"],
          ("another config", "train.batch_size"), setup=on_run({})),
     Case("disk-full-at-checkpoint", lambda s, w: [*TRAIN, f"out_dir={s / 'runs'}", "name=df"],

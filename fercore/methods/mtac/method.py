@@ -113,11 +113,13 @@ AUTO = {"au": "graph", "va": "ccc"}  # what `auto` resolves to when the training
 SIDE_FILES = "docs/datasets.md#side-files"
 
 
-def auxiliary_plan(p: MTACParams, facts: DataFacts, dataset: str, data: FaceSet | None = None
-                   ) -> tuple[dict[str, dict], list[str]]:
+def auxiliary_plan(p: MTACParams, facts: DataFacts, dataset: str, data: FaceSet | None = None,
+                   side_files: dict[str, str] | None = None) -> tuple[dict[str, dict], list[str]]:
     """Which auxiliary tasks run and why, from the data facts alone: `{"au": {"requested", "used",
     "why"}, "va": {...}}`, and one problem line for every explicit choice the data cannot serve
-    (`data`, when given, only adds coverage counts to the reasons)."""
+    (`data`, when given, only adds coverage counts to the reasons; `side_files`, task -> the
+    `data.au_file` / `data.va_file` given, names a side file that brought no targets)."""
+    side_files = side_files or {}
     have = {"au": bool(facts.au_names), "va": facts.has_va}
     what = {"au": "AU", "va": "valence-arousal"}
     plan, problems = {}, []
@@ -135,6 +137,11 @@ def auxiliary_plan(p: MTACParams, facts: DataFacts, dataset: str, data: FaceSet 
         elif have[task]:
             used = AUTO[task] if req == "auto" else req
             why = ("auto: " if req == "auto" else "") + count
+        elif req == "auto" and side_files.get(task):
+            n = f" of the {len(data)}" if data is not None else ""
+            used, why = "none", (f"auto: data.{task}_file={side_files[task]} gave {what[task]} targets to none"
+                                 f"{n} training images (rows without values, or ids that match no image; "
+                                 f"{SIDE_FILES})")
         elif req == "auto":
             used, why = "none", (f"auto: dataset {dataset!r} has no {what[task]} targets; add them with "
                                  f"data.{task}_file ({SIDE_FILES}, e.g. from `fercore pseudo-label`)")
@@ -169,7 +176,8 @@ class MTAC(Method):
         p = self.params
         facts, dim = self.facts, self.backbone.num_features
         data = train if isinstance(train, FaceSet) else None  # None: rebuilt from a checkpoint
-        self.aux_plan, problems = auxiliary_plan(p, facts, cfg.data.dataset, data)
+        self.aux_plan, problems = auxiliary_plan(p, facts, cfg.data.dataset, data,
+                                                 {"au": cfg.data.au_file, "va": cfg.data.va_file})
         raise_problems(problems)                             # every incompatible choice at once
         self.au_mode, self.va_mode = self.aux_plan["au"]["used"], self.aux_plan["va"]["used"]
         if data is not None and int(os.environ.get("RANK", "0")) == 0:
