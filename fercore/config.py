@@ -181,14 +181,12 @@ class DataConfig:
                 out.append(f"config key '{key}{name}' applies to dataset ferplus only, got {value!r} with dataset "
                            f"{self.dataset!r}")
         layouts = {"ferplus": ("csv", "png"), "affectnet7": ("csv", "npy"), "affectnet8": ("csv", "npy")}
-        if self.layout not in ("auto", "csv", "npy", "png"):
-            pass  # the type check names it
-        elif self.layout != "auto" and self.dataset not in layouts:
-            out.append(f"config key '{key}layout' applies to datasets {', '.join(layouts)} only, got "
-                       f"{self.layout!r} with dataset {self.dataset!r}")
-        elif self.layout != "auto" and self.layout not in layouts[self.dataset]:
+        # a value outside the four is the type check's to name
+        if self.layout in ("csv", "npy", "png") and self.layout not in layouts.get(self.dataset, ()):
             out.append(f"config key '{key}layout' for dataset {self.dataset} is auto, "
-                       f"{' or '.join(layouts[self.dataset])}, got {self.layout!r}")
+                       f"{' or '.join(layouts[self.dataset])}, got {self.layout!r}" if self.dataset in layouts else
+                       f"config key '{key}layout' applies to datasets {', '.join(layouts)} only, got "
+                       f"{self.layout!r} with dataset {self.dataset!r}")
         if self.decode_device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", self.decode_device):
             out.append(f"config key '{key}decode_device' must be cpu or cuda[:N], got {self.decode_device!r}")
         return out

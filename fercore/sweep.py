@@ -257,15 +257,18 @@ def _stamp(rd: RunDir) -> int | None:
         return None
 
 
+def _same_run(rd: RunDir, cfg: RunConfig, code: str) -> bool:
+    """Whether `rd` holds a run (finished or not) of `cfg`'s identity under the code hashed as `code`."""
+    try:
+        return rd.started and identity_of(rd.config) == identity_of(json.loads(cfg.to_json())) \
+            and rd.env.get("code_hash") == code
+    except (OSError, ValueError, RunError):
+        return False
+
+
 def _mode(rd: RunDir, cfg: RunConfig) -> str:
     """'resume' an interrupted run of the same config and code, else 'reuse' (fit reuses or restarts)."""
-    try:
-        if rd.started and not rd.finished and identity_of(rd.config) == identity_of(json.loads(cfg.to_json())) \
-                and rd.env.get("code_hash") == code_hash():
-            return "resume"
-    except (OSError, ValueError):
-        pass
-    return "reuse"
+    return "resume" if not rd.finished and _same_run(rd, cfg, code_hash()) else "reuse"
 
 
 def cell_run_dir(cell: Cell) -> RunDir:
@@ -276,8 +279,8 @@ def cell_run_dir(cell: Cell) -> RunDir:
 
 def measured_seconds(out_dir: str | Path, profile: str) -> dict[str, float]:
     """Method -> median in-run seconds (`summary.json`'s `wall_time_s`) of the finished runs of `profile`
-    under `out_dir`: what `plan` estimates a run to cost. Runs at another backbone or size count only
-    where the profile's own are absent; start-up (imports, data, weights) is not in it."""
+    under `out_dir`, whatever their data, noise, seed or variant: what `plan` estimates a run to cost.
+    Start-up (imports, data, weights) is not in it."""
     times: dict[str, list[float]] = {}
     for summary in Path(out_dir).glob("*/summary.json"):
         try:
@@ -314,14 +317,7 @@ def plan(grid: Grid, out_dir: str | None = None) -> list[dict]:
                          "seconds": None, "error": str(e)})
             continue
         rd = cell_run_dir(cell)
-        status = "to train"
-        try:
-            same = (rd.started and identity_of(rd.config) == identity_of(json.loads(cfg.to_json()))
-                    and rd.env.get("code_hash") == code)
-        except (OSError, ValueError, RunError):
-            same = False
-        if same:
-            status = "finished" if rd.finished else "resumable"
+        status = ("finished" if rd.finished else "resumable") if _same_run(rd, cfg, code) else "to train"
         rows.append({"cell": cell.label, "run_dir": str(rd.path), "method": cell.method, "status": status,
                      "seconds": measured.get(cell.method)})
     return rows

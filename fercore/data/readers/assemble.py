@@ -13,8 +13,9 @@ from .decode import decode_split
 from .toolkit import Problems, Scan, Split, subsample_index
 
 
-def to_faceset(scan: Scan, name: str, split: Split, cfg: DataConfig) -> FaceSet:
-    """Decode a split's records and build its FaceSet (landmarks rescaled to the output size)."""
+def to_faceset(scan: Scan, name: str, split: Split, cfg: DataConfig, label_files: dict[str, str]) -> FaceSet:
+    """Decode a split's records and build its FaceSet (landmarks rescaled to the output size);
+    `label_files` maps each of the scan's label files to its sha256."""
     images, sizes = decode_split(split, cfg.image_size, cache=cfg.cache, device=cfg.decode_device)
     landmarks = None
     if split.landmarks is not None:
@@ -23,7 +24,7 @@ def to_faceset(scan: Scan, name: str, split: Split, cfg: DataConfig) -> FaceSet:
         landmarks = (lm + 0.5) * scale[:, None, :] - 0.5   # pixel centres at integer coordinates
     t = lambda v, dt=torch.float: None if v is None else torch.as_tensor(v, dtype=dt)  # noqa: E731
     meta = {"dataset": scan.dataset, "split": name, "root": str(scan.root), "protocol": scan.protocol,
-            "coding": scan.coding, "label_files": {k: sha256_file(p) for k, p in scan.files.items() if p.is_file()},
+            "coding": scan.coding, "label_files": dict(label_files),
             **scan.meta}
     if scan.au_names is not None:
         meta["au_names"] = scan.au_names
@@ -52,11 +53,12 @@ def read(scan_fn: Callable[[DataConfig, Problems], Scan], cfg: DataConfig) -> tu
         if n > len(split):  # a profile's size is a cap (smoke: 384), so not an error; but never silent
             notice(f"data.n_{name}={n} asks for more than the {len(split)} images of the {name} split of "
                    f"{scan.dataset} at {scan.root}: using all {len(split)} (env.json records the size used)")
+    label_files = {k: sha256_file(p) for k, p in scan.files.items() if p.is_file()}  # once: fer2013.csv is 301 MB
     out = []
     for name, n, seed in wanted:
         split = scan.splits[name]
         full = len(split)
-        fs = to_faceset(scan, name, split.subset(subsample_index(full, n, seed)), cfg)
+        fs = to_faceset(scan, name, split.subset(subsample_index(full, n, seed)), cfg, label_files)
         fs.meta["n_rows"] = full
         out.append(fs)
     return out[0], out[1]
