@@ -33,6 +33,11 @@ REGIMES = {
     "after_w2": ["model.backbone=fercore_resnet8t_w2", "poi.stride=4"],
     "poi_stride4": ["model.backbone=resnet10t", "poi.stride=4"],
     "os8": ["model.backbone=fercore_resnet10t_os8", "poi.stride=4"],
+    "os8_w075": ["model.backbone=fercore_resnet10t_os8_w075", "poi.stride=4"],
+    "os8_w050": ["model.backbone=fercore_resnet10t_os8_w050", "poi.stride=4"],
+    # fewer epochs, the learning rate decayed to the same last value (2e-3 x 0.75^9 = 1.5e-4)
+    "os8_e8": ["model.backbone=fercore_resnet10t_os8", "poi.stride=4", "train.epochs=8", "optim.gamma=0.69"],
+    "os8_e7": ["model.backbone=fercore_resnet10t_os8", "poi.stride=4", "train.epochs=7", "optim.gamma=0.65"],
 }
 
 
@@ -69,7 +74,8 @@ def train(name: str, method: str, regime: list[str], args) -> dict:
     return {"regime": name, "method": method, "last_acc": acc[-1], "last3_spread": max(acc[-3:]) - min(acc[-3:]),
             "fit_flipped": rows[-1].get("train_fit_flipped"), "wall_s": wall,
             "startup_s": wall - summary["wall_time_s"], "train_s": train_s, "eval_s": eval_s,
-            "loop_rest_s": summary["wall_time_s"] - train_s - eval_s}
+            "loop_rest_s": summary["wall_time_s"] - train_s - eval_s, "test_acc": acc,
+            "fit_flipped_curve": [r.get("train_fit_flipped") for r in rows]}
 
 
 def main() -> int:
@@ -94,8 +100,9 @@ def main() -> int:
     with ThreadPoolExecutor(2) as pool:  # two runs side by side, one thread each, as the suite runs them
         for r in pool.map(lambda job: train(*job, REGIMES[job[0]], args), jobs):
             report["runs"].append(r)
+            fit = "-" if r["fit_flipped"] is None else f"{r['fit_flipped']:.3f}"  # None: no flipped label
             print(f"{r['regime']:>7} {r['method']:>4}: last acc {r['last_acc']:.3f} (last-3 spread "
-                  f"{r['last3_spread']:.3f}), fit of flipped {r['fit_flipped']:.3f}; wall {r['wall_s']:.0f} s = "
+                  f"{r['last3_spread']:.3f}), fit of flipped {fit}; wall {r['wall_s']:.0f} s = "
                   f"start-up {r['startup_s']:.0f} + training {r['train_s']:.0f} + evaluation {r['eval_s']:.1f} + "
                   f"diagnostics/checkpoints {r['loop_rest_s']:.1f}", flush=True)
     if args.json:

@@ -202,6 +202,21 @@ def _sweep(args) -> int:
     return 1 if result.failed else 0
 
 
+def _plan(args) -> int:
+    """The suite's runs, notebook by notebook: what `./reproduce.sh` would train and what it costs."""
+    from .config import PROFILES
+    from .suite import SUITE, plan, plan_text
+
+    if args.profile not in PROFILES:
+        raise ConfigError(f"--profile: unknown profile {args.profile!r}; expected one of {sorted(PROFILES)}")
+    chosen = tuple(n for n in SUITE if n.startswith(args.notebook or ""))
+    if not chosen:
+        raise ConfigError(f"--notebook: no notebook starts with {args.notebook!r}; expected a prefix of {list(SUITE)}")
+    params = {"DATASET": args.dataset, "DATA_ROOT": args.data_root}
+    print(plan_text(plan(args.profile, chosen, params), args.workers, verbose=args.verbose))
+    return 0
+
+
 def _pseudo_label(args) -> None:
     """AU / VA side files for a dataset from a finished run that predicts them (fercore/pseudo_label.py)."""
     from .pseudo_label import pseudo_label, summary_lines
@@ -267,6 +282,16 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--dry-run", action="store_true", help="train nothing: list the cells, which runs are finished, "
                                                            "and the estimated time of the rest")
     sw.set_defaults(func=_sweep)
+
+    pl = sub.add_parser("plan", help="the runs ./reproduce.sh would train, notebook by notebook, which are finished, "
+                                     "and the estimated time of the rest (trains nothing)")
+    pl.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
+    pl.add_argument("--dataset", default="synthfer", help="as ./reproduce.sh --dataset (default: synthfer)")
+    pl.add_argument("--data-root", default="", help="as ./reproduce.sh --data-root")
+    pl.add_argument("--notebook", default="", help="only notebooks whose name starts with this (e.g. 05)")
+    pl.add_argument("--workers", type=int, default=2, help="processes the estimate divides by (default 2)")
+    pl.add_argument("--verbose", "-v", action="store_true", help="list every run")
+    pl.set_defaults(func=_plan)
 
     b = sub.add_parser("bench", help="fercore's pipeline vs the peers' way; every method's step time vs ce")
     b.add_argument("--size", type=int, default=64, help="image size (default 64; the GPU check uses 112 and 224)")

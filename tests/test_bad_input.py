@@ -412,6 +412,8 @@ CASES = [
          ("not reused", "run/checkpoint.pt", "training it again"), code=0, lines=0, may_change="run",
          setup=on_run({"checkpoint.pt": lambda rd: (rd / "checkpoint.pt").read_bytes()[:5000]})),
     # --- images: tiny, huge, broken, odd modes ---
+    Case("plan-unknown-profile", lambda s, w: ["plan", "--profile", "quik"], ("--profile", "'quik'", "quick")),
+    Case("plan-unknown-notebook", lambda s, w: ["plan", "--notebook", "09"], ("--notebook", "'09'")),
     Case("predict-batch-size-0", lambda s, w: ["predict", w.run, w.image, "--batch-size", "0"], ("--batch-size",)),
     Case("predict-1x1-image", lambda s, w: ["predict", w.run, s / "img.png"], ("img.png", "1x1", "at least 8"),
          setup=image_setup(lambda p: Image.new("RGB", (1, 1)).save(p))),

@@ -11,8 +11,9 @@ design where it is cheap and drops what destroys the layout:
 Output stride 8: a 32 px face gives a 128 x 4 x 4 last map (EAC's CAM) and a 64 x 8 x 8 map at stride
 4 (POI's PIN stem, `poi.stride=4`). `fercore_resnet8t_w2` doubles every width (64 / 128 / 256).
 `fercore_resnet10t_os8` keeps resnet10t's stem with its max pool and its first three stages
-(64 / 128 / 256), the third at stride 1 (dilated), and drops the fourth: the same output stride 8.
-BENCHMARKS.md measures their cost against resnet10t.
+(64 / 128 / 256), the third at stride 1 (dilated), and drops the fourth: the same output stride 8;
+`_w075` and `_w050` are it at 3/4 and 1/2 of the width. BENCHMARKS.md measures their cost and accuracy
+against resnet10t (the profiles use `fercore_resnet10t_os8`; the others are the measured alternatives).
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from torch import nn
 default_cfgs = generate_default_cfgs({name: {"num_classes": 0, "input_size": (3, 32, 32), "pool_size": (4, 4),
                                              "first_conv": "conv1.0", "classifier": "fc"}
                                       for name in ("fercore_resnet8t", "fercore_resnet8t_w2",
-                                                   "fercore_resnet10t_os8")})
+                                                   "fercore_resnet10t_os8", "fercore_resnet10t_os8_w075",
+                                                   "fercore_resnet10t_os8_w050")})
 
 
 class ThreeStageResNet(ResNet):
@@ -74,4 +76,18 @@ def fercore_resnet10t_os8(pretrained: bool = False, **kwargs) -> ResNet:
     """resnet10t's stem (with its max pool) and first three stages (64/128/256 channels), the third at
     stride 1 (dilated, timm's `output_stride=8`), without the fourth: output stride 8."""
     return _create("fercore_resnet10t_os8", (64, 128, 256), 32, pretrained, cls=ThreeStageResNet,
+                   **dict({"output_stride": 8}, **kwargs))
+
+
+@register_model
+def fercore_resnet10t_os8_w075(pretrained: bool = False, **kwargs) -> ResNet:
+    """`fercore_resnet10t_os8` at three quarters of the width (stem 24, stages 48/96/192 channels)."""
+    return _create("fercore_resnet10t_os8_w075", (48, 96, 192), 24, pretrained, cls=ThreeStageResNet,
+                   **dict({"output_stride": 8}, **kwargs))
+
+
+@register_model
+def fercore_resnet10t_os8_w050(pretrained: bool = False, **kwargs) -> ResNet:
+    """`fercore_resnet10t_os8` at half the width (stem 16, stages 32/64/128 channels)."""
+    return _create("fercore_resnet10t_os8_w050", (32, 64, 128), 16, pretrained, cls=ThreeStageResNet,
                    **dict({"output_stride": 8}, **kwargs))
