@@ -105,3 +105,22 @@ def test_the_readme_states_the_plan_it_prints(tmp_path):
     distinct = [r for r in p.runs if r.status != "shared"]
     total = sum(r.seconds for r in distinct)
     assert (int(m[1]), int(m[2])) == (len(distinct), round(total / 2 / 60)), suite.plan_text(p)
+
+
+def test_prose_on_the_relabel_start_matches_the_profiles():
+    """Notebook 02 and docs/mtac.md state the quick and smoke profiles' relabel start and epochs."""
+    import re
+
+    from fercore.config import build_config
+
+    quick, smoke = (build_config(p, overrides=["method=mtac"]) for p in ("quick", "smoke"))
+    nb = "".join("".join(c["source"]) for c in json.loads((suite.NOTEBOOKS / "02_mtac.ipynb").read_text())["cells"])
+    m = re.search(r"backbone for (\d+) epochs.*?relabelling starts at epoch (\d+).*?epoch (\d+) of (\d+)", nb, re.S)
+    assert m and tuple(map(int, m.groups())) == (quick.train.epochs, quick.params.relabel_start,
+                                                 smoke.params.relabel_start, smoke.train.epochs), m and m.groups()
+    # "SCN's quick start too"
+    assert quick.params.relabel_start == build_config("quick", overrides=["method=scn"]).params.relabel_epoch
+    doc = (suite.NOTEBOOKS.parent / "docs" / "mtac.md").read_text()
+    assert f"profiles: `quick` {quick.params.relabel_start:g}, `smoke` {smoke.params.relabel_start:g} |" in doc
+    q, s = quick.params.relabel_start, smoke.params.relabel_start
+    assert f"profile sets epoch {q:g}, the `smoke` profile epoch {s:g}" in " ".join(doc.split())
