@@ -144,14 +144,17 @@ FINDINGS = {"noise_sweep_last_acc": ("tables/noise_sweep_last_acc.csv", "table")
             "uncertainty_auroc": ("tables/uncertainty_auroc.csv", "table"),
             "uncertainty_relabel": ("tables/uncertainty_relabel.csv", "table"),
             "uncertainty_calibration": ("tables/uncertainty_calibration.csv", "table"),
-            "uncertainty_ambiguity": ("tables/uncertainty_ambiguity.csv", "ambiguity")}
+            "uncertainty_ambiguity": ("tables/uncertainty_ambiguity.csv", "ambiguity"),
+            "comparison_sym03_regime": ("tables/comparison_sym03_regime.csv", "regime"),
+            "noise_sweep_relabel_clean": ("tables/noise_sweep_relabel_clean.csv", "table"),
+            "weak_comparison": ("tables/weak_comparison.csv", "table")}
 
 
 def findings_block(name: str, fig_dir: str | Path) -> str:
     """The Markdown of README block `name`, written from its table under `fig_dir` (FINDINGS)."""
     import pandas as pd
 
-    from .tables import ambiguity_lines, markdown_table, verdict_lines
+    from .tables import ambiguity_lines, markdown_table, regime_lines, verdict_lines
 
     csv, form = FINDINGS[name]
     path = Path(fig_dir) / csv
@@ -160,6 +163,8 @@ def findings_block(name: str, fig_dir: str | Path) -> str:
         return markdown_table(df).rstrip("\n")
     if form == "ambiguity":
         return "\n".join(ambiguity_lines(df))
+    if form == "regime":
+        return "\n".join(regime_lines(df))
     missing = sorted({"difference", "ci_low", "ci_high", "verdict", "n_seeds"} - set(df.columns))
     if missing:
         raise ConfigError(f"{path}: no column(s) {missing}; expected a paired comparison "

@@ -217,6 +217,30 @@ def ambiguity_lines(df: pd.DataFrame) -> list[str]:
     return lines
 
 
+def regime_lines(df: pd.DataFrame) -> list[str]:
+    """Markdown bullets stating notebook 04's per-run regime table (`comparison_*_regime`) method by
+    method: the range over seeds of the peak (and its epochs) and of the last-epoch accuracy, the share
+    of flipped training labels fitted at the first and the last epoch, and how many runs still rise by
+    more than 1 point over their last 3 epochs."""
+    def span(values, fmt="{:.3f}") -> str:
+        lo, hi = min(values), max(values)
+        return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
+
+    lines = []
+    for method, g in df.groupby("method", sort=False):
+        n = len(g)
+        rising = int(g["still rising (> 1 point)"].astype(str).str.lower().eq("true").sum())
+        fit = ""
+        if g["flipped labels fitted, last"].notna().all():
+            fit = (f"; flipped training labels fitted {span(g['flipped labels fitted, first'], '{:.2f}')} after "
+                   f"epoch 1, {span(g['flipped labels fitted, last'], '{:.2f}')} at the last")
+        epochs = span(g["peak epoch"], "{:d}")
+        lines.append(f"- {method} ({n} seed{'s' if n > 1 else ''}): peak {span(g['peak acc'])} (epoch"
+                     f"{'s' if '-' in epochs else ''} {epochs}), last {span(g['last acc'])}{fit}; {rising} of {n} "
+                     "runs still rising by more than 1 point over the last 3 epochs.")
+    return lines
+
+
 def published_rows(dataset: str, columns: list[str]) -> pd.DataFrame:
     """Published numbers (fercore/published.yaml) for `dataset` and the noise `columns` this table has,
     each row labelled 'published: <method> (<source>)'; empty when none apply (e.g. SynthFER)."""
