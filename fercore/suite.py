@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import ast
 import json
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import load_yaml
+from .errors import ConfigError
 from .rundir import RunDir, code_hash
-from .sweep import Grid, _same_run, cell_run_dir
+from .sweep import Grid, _same_run, cell_run_dir, measured_seconds
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"  # a checkout's notebooks (the plan reads them)
 COSTS = Path(__file__).with_name("costs.yaml")  # measured per-epoch seconds of one run of each method
@@ -79,7 +79,9 @@ def ablation_grid(profile: str, grid: str, noise: str, seeds: list[int], variant
         g.seeds = list(seeds)
     chosen = list(variants) or (["default", "mtac-no-relabel", "poi-no-prior"] if profile == "smoke"
                                 else list(g.variants))
-    assert set(chosen) <= set(g.variants) and "default" in chosen, f"unknown variants {set(chosen) - set(g.variants)}"
+    if not set(chosen) <= set(g.variants) or "default" not in chosen:
+        raise ConfigError(f"VARIANTS: unknown variant(s) {sorted(set(chosen) - set(g.variants))} or no 'default' "
+                          f"(the full method); expected names of {grid!r}: {list(g.variants)}")
     g.variants = {k: v for k, v in g.variants.items() if k in chosen}
     return g
 
@@ -88,7 +90,7 @@ def uncertainty_grids(profile: str, noise: str, seeds: list[int], methods: list[
                       label_source: str = "") -> tuple[Grid, Grid]:
     """Notebook 07: every method over `seeds` (empty: [0] in smoke, [0, 1, 2] otherwise: notebook 04's
     runs), and `folds` out-of-fold ce runs at the first seed (cleanlab's score)."""
-    seeds = list(seeds) or ([0] if profile == "smoke" else [0, 1, 2])
+    seeds = default_seeds(profile, seeds)
     base = _with_source(base, label_source)
     grid = Grid(profile=profile, methods=list(methods), noise=[noise], seeds=seeds, base=base, name="uncertainty")
     oof = Grid(profile=profile, methods=["ce"], noise=[noise], seeds=seeds[:1], base=base, name="uncertainty_oof",
@@ -96,8 +98,8 @@ def uncertainty_grids(profile: str, noise: str, seeds: list[int], methods: list[
     return grid, oof
 
 
-def weak_seeds(profile: str, seeds: list[int]) -> list[int]:
-    """Notebook 08's seeds: SEEDS, else [0] in smoke and [0, 1, 2] otherwise."""
+def default_seeds(profile: str, seeds: list[int]) -> list[int]:
+    """Notebooks 07's and 08's seeds: SEEDS, else [0] in smoke and [0, 1, 2] otherwise."""
     return list(seeds) or ([0] if profile == "smoke" else [0, 1, 2])
 
 
@@ -111,7 +113,7 @@ def weak_source_grid(profile: str, device: str, out_dir: str, source_seed: int) 
 def weak_grid(profile: str, noise: str, seeds: list[int], device: str, out_dir: str, target: dict,
               variants: dict) -> Grid:
     """Notebook 08's comparison: MTAC on the target dataset with each variant's AU/VA side files."""
-    return Grid(profile=profile, methods=["mtac"], noise=[noise], seeds=weak_seeds(profile, seeds),
+    return Grid(profile=profile, methods=["mtac"], noise=[noise], seeds=default_seeds(profile, seeds),
                 name="weak_supervision", variants=variants,
                 base={"device": device, "out_dir": str(out_dir), "data.dataset": target["dataset"],
                       "data.data_root": str(target["root"]), "mtac.au": "auto", "mtac.va": "auto"})
@@ -129,10 +131,10 @@ def _single(profile: str, name: str, runs: list[tuple[str, list[str]]]) -> list[
     return grids
 
 
-def notebook_grids(notebook: str, profile: str, params: dict | None = None) -> list[Grid]:
-    """The grids `notebook` runs in `profile` with `params` (default: its parameters cell), as the
-    notebook builds them (cwd: notebooks/, so paths are relative to it, as in the notebooks)."""
-    p = {**defaults(notebook), **(params or {}), "PROFILE": profile}
+def notebook_grids(notebook: str, profile: str, params: dict | None = None, folder: Path = NOTEBOOKS) -> list[Grid]:
+    """The grids `notebook` runs in `profile` with `params` over its parameters cell, as the notebook
+    builds them (cwd: notebooks/, so paths are relative to it, as in the notebooks)."""
+    p = {**defaults(notebook, folder), **(params or {}), "PROFILE": profile}
     out_dir = p.get("OUT_DIR") or f"../runs/{profile}/runs"
     base = {"data.dataset": p["DATASET"], "data.data_root": p["DATA_ROOT"], "device": p["DEVICE"], "out_dir": out_dir}
     source = p.get("LABEL_SOURCE", "")
@@ -178,18 +180,9 @@ def notebook_grids(notebook: str, profile: str, params: dict | None = None) -> l
 
 def epoch_seconds(out_dir: Path, profile: str) -> tuple[dict[str, float], str]:
     """Method -> seconds per epoch of one run of `profile` (in-run time, start-up not counted), and where
-    they come from: the median over this checkout's finished runs of the method (`summary.json`'s
-    `wall_time_s` / `epochs`), else fercore's measured table (costs.yaml, its CPU named)."""
-    times: dict[str, list[float]] = {}
-    for summary in Path(out_dir).glob("*/summary.json"):
-        try:
-            s = json.loads(summary.read_text())
-            config = json.loads((summary.parent / "config.json").read_text())
-            if config.get("profile") == profile and s.get("epochs"):
-                times.setdefault(s["method"], []).append(float(s["wall_time_s"]) / int(s["epochs"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    here = {m: statistics.median(v) for m, v in times.items()}
+    they come from: the median over this checkout's finished runs of the method
+    (`sweep.measured_seconds`), else fercore's measured table (costs.yaml, its CPU named)."""
+    here = measured_seconds(out_dir, profile, per_epoch=True)
     table = load_yaml(COSTS).get(profile, {})
     table_used = sorted(set(table.get("seconds_per_epoch", {})) - set(here))
     out = {**table.get("seconds_per_epoch", {}), **here}
@@ -209,7 +202,7 @@ class PlannedRun:
     status: str              # finished | resumable | to train | shared (an earlier notebook trains it)
     seconds: float | None    # estimated in-run seconds: the method's seconds per epoch x the run's epochs
     by: str = ""             # for `shared`: the notebook that trains it
-    config: str = ""         # the run's config as JSON
+    start: tuple[str, str] = ("", "")  # the run's (model.weights, model.backbone)
 
 
 @dataclass
@@ -222,15 +215,15 @@ class Plan:
 def plan(profile: str = "quick", notebooks: tuple[str, ...] = SUITE, params: dict | None = None,
          folder: Path = NOTEBOOKS) -> Plan:
     """Every run of `notebooks` in order, each once: the first notebook that asks for a run trains it
-    (or reuses or resumes it), later ones share it. `params` (name -> value) override every notebook's
-    parameters that have that name (as `./reproduce.sh` passes PROFILE, DATASET, DATA_ROOT, DEVICE)."""
+    (or reuses or resumes it), later ones share it. `params` (name -> value) override the notebooks'
+    parameters of that name (as `./reproduce.sh` passes PROFILE, DATASET, DATA_ROOT, DEVICE); a notebook
+    reads only the names it has."""
     code = code_hash()
     rows, seen = [], {}
     per_epoch: dict[str, float] | None = None
     source = "no run to estimate"
     for nb in notebooks:
-        p = {k: v for k, v in (params or {}).items() if k in defaults(nb, folder)}
-        for grid in notebook_grids(nb, profile, p):
+        for grid in notebook_grids(nb, profile, params, folder):
             for cell in grid.cells():
                 cfg = cell.config()
                 rd = cell_run_dir(cell)
@@ -246,7 +239,8 @@ def plan(profile: str = "quick", notebooks: tuple[str, ...] = SUITE, params: dic
                 status = ("finished" if here.finished else "resumable") if _same_run(here, cfg, code) else "to train"
                 sec = per_epoch.get(cell.method)
                 rows.append(PlannedRun(nb, grid.name, cell.label, cell.method, path, status,
-                                       None if sec is None else sec * cfg.train.epochs, config=cfg.to_json()))
+                                       None if sec is None else sec * cfg.train.epochs,
+                                       start=(cfg.model.weights, cfg.model.backbone)))
     return Plan(rows, source, _pretraining(rows, profile))
 
 
@@ -259,8 +253,7 @@ def _pretraining(rows: list[PlannedRun], profile: str) -> list[tuple[str, bool, 
     for r in rows:
         if r.status not in ("to train", "resumable"):
             continue
-        model = json.loads(r.config).get("model", {})
-        spec, backbone = model.get("weights", ""), model.get("backbone", "")
+        spec, backbone = r.start
         if spec.startswith(PREFIX) and (spec, backbone) not in out:
             cached = (folder_of(preset(spec, backbone)) / "backbone.pt").is_file()
             out[spec, backbone] = (f"{spec} for {backbone}", cached, seconds.get(spec[len(PREFIX):]))

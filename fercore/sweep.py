@@ -277,19 +277,21 @@ def cell_run_dir(cell: Cell) -> RunDir:
     return RunDir(Path(cfg.out_dir) / cfg.cell_name())
 
 
-def measured_seconds(out_dir: str | Path, profile: str) -> dict[str, float]:
-    """Method -> median in-run seconds (`summary.json`'s `wall_time_s`) of the finished runs of `profile`
-    under `out_dir`, whatever their data, noise, seed or variant: what `plan` estimates a run to cost.
-    Start-up (imports, data, weights) is not in it."""
+def measured_seconds(out_dir: str | Path, profile: str, per_epoch: bool = False) -> dict[str, float]:
+    """Method -> median in-run seconds (`summary.json`'s `wall_time_s`; divided by its `epochs` when
+    `per_epoch`) of the finished runs of `profile` under `out_dir`, whatever their data, noise, seed or
+    variant: what `plan` (and `fercore.suite.plan`, per epoch) estimates a run to cost. Start-up
+    (imports, data, weights) is not in it."""
     times: dict[str, list[float]] = {}
     for summary in Path(out_dir).glob("*/summary.json"):
         try:
             s = json.loads(summary.read_text())
             config = json.loads((summary.parent / "config.json").read_text())
-        except (OSError, ValueError):
+            if config.get("profile") == profile and "wall_time_s" in s:
+                times.setdefault(s["method"], []).append(
+                    float(s["wall_time_s"]) / (int(s["epochs"]) if per_epoch else 1))
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
             continue
-        if config.get("profile") == profile and "wall_time_s" in s:
-            times.setdefault(s["method"], []).append(float(s["wall_time_s"]))
     return {m: statistics.median(v) for m, v in times.items()}
 
 
