@@ -12,7 +12,8 @@ usage: ./reproduce.sh [test] [options]
   test                  run the unit tests and every notebook under nbval (smoke profile)
 
 options:
-  --profile NAME        smoke | quick | paper            (default: quick; test always uses smoke)
+  --profile NAME        smoke | quick | real | paper     (default: quick on SynthFER, real with a real
+                        --dataset; test always uses smoke)
   --dataset NAME        dataset reader                   (default: synthfer, the embedded data)
   --data-root PATH      folder of a real dataset in its official layout
   --label-source SRC    ferplus only: fer2013 = train on FER2013's own labels, one_vote = on one
@@ -24,9 +25,10 @@ options:
   -h, --help            show this help
 
 Executed notebooks go to runs/<profile>/notebooks/ and, rendered as HTML, to docs/notebooks/ (quick),
-docs/notebooks/paper/ (paper) or runs/smoke/html/ (smoke); training runs to runs/<profile>/;
-figures and tables to figures/ (quick), figures/paper/ (paper) or runs/smoke/figures/ (smoke),
-each folder with a README.md listing every file and the notebook that made it.
+docs/notebooks/<dataset>/ (real), docs/notebooks/paper/ (paper) or runs/smoke/html/ (smoke); training
+runs to runs/<profile>/; figures and tables to figures/ (quick), figures/<dataset>/ (real),
+figures/paper/ (paper) or runs/smoke/figures/ (smoke), each folder with a README.md listing every file
+and the notebook that made it.
 TXT
 }
 
@@ -46,8 +48,8 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-case "${profile:-quick}" in smoke|quick|paper) ;; *)
-  echo "reproduce.sh: unknown profile '$profile'; expected smoke, quick or paper" >&2; exit 2 ;; esac
+case "${profile:-quick}" in smoke|quick|real|paper) ;; *)
+  echo "reproduce.sh: unknown profile '$profile'; expected smoke, quick, real or paper" >&2; exit 2 ;; esac
 if [ "$mode" = test ] && [ -n "$profile$data_root" ]; then
   echo "reproduce.sh: 'test' always runs the smoke profile on SynthFER; drop --profile/--data-root" >&2; exit 2
 fi
@@ -59,7 +61,8 @@ fi
 if [ -n "$data_root" ] && [ ! -d "$data_root" ]; then
   echo "reproduce.sh: --data-root '$data_root' is not a folder" >&2; exit 2
 fi
-profile="${profile:-quick}"
+# real faces get the profile tuned for them (48 px, a stated subset, a stable curve), SynthFER the quick one
+if [ -z "$profile" ]; then if [ "$dataset" = synthfer ]; then profile=quick; else profile=real; fi; fi
 cd "$(dirname "$0")"
 
 # --- setup: a virtualenv with fercore and its dev tools, reinstalled only when pyproject changes ---
@@ -104,6 +107,7 @@ fi
 outdir="runs/$profile/notebooks"
 case "$profile" in
   quick) figdir=figures html=docs/notebooks ;;
+  real) figdir="figures/$dataset" html="docs/notebooks/$dataset" ;;
   paper) figdir=figures/paper html=docs/notebooks/paper ;;
   *) figdir="runs/$profile/figures" html="runs/$profile/html" ;;
 esac

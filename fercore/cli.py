@@ -207,13 +207,18 @@ def _plan(args) -> int:
     from .config import PROFILES
     from .suite import SUITE, plan, plan_text
 
-    if args.profile not in PROFILES:
-        raise ConfigError(f"--profile: unknown profile {args.profile!r}; expected one of {sorted(PROFILES)}")
+    profile = args.profile or ("quick" if args.dataset == "synthfer" else "real")  # as ./reproduce.sh picks it
+    if profile not in PROFILES:
+        raise ConfigError(f"--profile: unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
     chosen = tuple(n for n in SUITE if n.startswith(args.notebook or ""))
     if not chosen:
         raise ConfigError(f"--notebook: no notebook starts with {args.notebook!r}; expected a prefix of {list(SUITE)}")
     params = {"DATASET": args.dataset, "DATA_ROOT": args.data_root}
-    print(plan_text(plan(args.profile, chosen, params), args.workers, verbose=args.verbose))
+    if args.label_source:  # as ./reproduce.sh passes it: real label noise replaces the injected one
+        params["LABEL_SOURCE"] = args.label_source
+        if args.label_source != "ferplus":
+            params["NOISE"] = "none"
+    print(plan_text(plan(profile, chosen, params), args.workers, verbose=args.verbose))
     return 0
 
 
@@ -235,7 +240,7 @@ def parser() -> argparse.ArgumentParser:
 
     def common(sp):
         sp.add_argument("--config", help="YAML file of config keys")
-        sp.add_argument("--profile", help="smoke | quick | paper (default: quick)")
+        sp.add_argument("--profile", help="smoke | quick | real | paper (default: quick)")
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.epochs=5 scn.beta=0.7")
 
     t = sub.add_parser("train", help="train a method and write a run directory")
@@ -285,9 +290,12 @@ def parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", help="the runs ./reproduce.sh would train, notebook by notebook, which are finished, "
                                      "and the estimated time of the rest (trains nothing)")
-    pl.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
+    pl.add_argument("--profile", default=None, help="smoke | quick | real | paper (default: quick on SynthFER, "
+                                                    "real with a real --dataset, as ./reproduce.sh)")
     pl.add_argument("--dataset", default="synthfer", help="as ./reproduce.sh --dataset (default: synthfer)")
     pl.add_argument("--data-root", default="", help="as ./reproduce.sh --data-root")
+    pl.add_argument("--label-source", default="", choices=["", "ferplus", "fer2013", "one_vote"],
+                    help="as ./reproduce.sh --label-source (ferplus only)")
     pl.add_argument("--notebook", default="", help="only notebooks whose name starts with this (e.g. 05)")
     pl.add_argument("--workers", type=int, default=2, help="processes the estimate divides by (default 2)")
     pl.add_argument("--verbose", "-v", action="store_true", help="list every run")

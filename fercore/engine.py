@@ -218,7 +218,7 @@ def restore(run_dir: str | Path, device: str | torch.device = "cpu",
     try:
         facts = DataFacts(**json.loads(ckpt["facts"]))
         method = get_method(cfg.method)(cfg, facts)
-        method.load_state_dict(ckpt["model"])
+        method.load_state_dict(ckpt.get("ema") or ckpt["model"])  # with train.ema: the weights evaluated
     except (RuntimeError, TypeError, ValueError, KeyError) as e:
         raise RunError(f"{rd.file('checkpoint.pt')}: does not fit the run's model "
                        f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
@@ -387,7 +387,11 @@ def _environment(cfg: RunConfig, method: Method, train: FaceSet, test: FaceSet, 
     """env.json: versions, device, git commit, code hash, data fingerprints, realised noise, options."""
     env = environment(device)
     env["data"] = {"train_fingerprint": train.fingerprint(), "test_fingerprint": test.fingerprint(),
-                   "train_size": len(train), "test_size": len(test), "noise": train.meta.get("noise"),
+                   "train_size": len(train), "test_size": len(test), "image_size": cfg.data.image_size,
+                   # a real split's size before data.n_train / n_test subsampling (a subset is said and kept here)
+                   **({"train_rows": train.meta["n_rows"], "test_rows": test.meta["n_rows"]}
+                      if "n_rows" in train.meta and "n_rows" in test.meta else {}),
+                   "noise": train.meta.get("noise"),
                    **{k: train.meta[k] for k in ("layout", "label_source", "vote_seed", "votes") if k in train.meta}}
     env["method"] = method.describe()
     env["distributed"] = {"world_size": d.world, "backend": torch.distributed.get_backend() if d.active else None}
@@ -447,15 +451,17 @@ def _initial_diagnostics(train: FaceSet) -> dict[str, np.ndarray]:
     return out
 
 
-def _resume(rd: RunDir, method: Method, opt, sched, state: TrainState, d: Dist, device: torch.device
-            ) -> tuple[int, list[dict], dict[str, np.ndarray] | None]:
-    """Load the last checkpoint into the method, optimiser, scheduler, labels and RNGs; returns the
-    epoch to start from, the history so far and the diagnostics so far (None: start afresh)."""
+def _resume(rd: RunDir, method: Method, opt, sched, state: TrainState, d: Dist, device: torch.device,
+            ema=None) -> tuple[int, list[dict], dict[str, np.ndarray] | None]:
+    """Load the last checkpoint into the method (and its moving average), optimiser, scheduler, labels and
+    RNGs; returns the epoch to start from, the history so far and the diagnostics so far (None: start afresh)."""
     ckpt = rd.load_checkpoint(map_location=device)
     if ckpt is None:
         return 0, [], None
     try:
         method.load_state_dict(ckpt["model"])
+        if ema is not None:
+            ema.module.load_state_dict(ckpt["ema"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         state.labels.copy_(ckpt["labels"])
@@ -471,9 +477,19 @@ def _resume(rd: RunDir, method: Method, opt, sched, state: TrainState, d: Dist, 
     return ckpt["epoch"], history, rd.load_diagnostics() or None
 
 
+def moving_average(method: Method, cfg: RunConfig):
+    """`train.ema`: the exponential moving average of `method`'s weights that is evaluated, or None."""
+    if not cfg.train.ema:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(method, decay=cfg.train.ema, use_warmup=True)
+
+
 def train_epoch(model, method: Method, loader, state: TrainState, opt, cfg: RunConfig, d: Dist,
-                device: torch.device, log: SampleLog, where: Path) -> dict:
-    """One epoch of optimiser steps; returns the epoch's averaged training terms."""
+                device: torch.device, log: SampleLog, where: Path, ema=None) -> dict:
+    """One epoch of optimiser steps (each followed by the moving average's update, if any); returns the
+    epoch's averaged training terms."""
     dtype, channels_last = amp_dtype(cfg.train.amp, device), use_channels_last(cfg.model.memory_format, device)
     epoch = state.epoch
     sums: dict[str, torch.Tensor] = {}
@@ -495,6 +511,8 @@ def train_epoch(model, method: Method, loader, state: TrainState, opt, cfg: RunC
     for batch in bar:
         loss, logs, out = train_step(model, method, batch, state, opt, dtype=dtype, channels_last=channels_last,
                                      grad_clip=cfg.optim.grad_clip, before_backward=before_backward)
+        if ema is not None:
+            ema.update(method, state.step)
         log.write(method, batch, out, epoch)
         n = len(batch["index"])
         seen += n
@@ -518,8 +536,9 @@ def _merge_relabels(state: TrainState, labels_before: torch.Tensor, n_before: in
 
 
 def _eval_due(cfg: RunConfig, epoch: int) -> bool:
-    """Evaluate after every `train.eval_every`-th epoch and after the last one."""
-    return (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs
+    """Evaluate after every `train.eval_every`-th epoch, after each of the last `train.eval_last` epochs
+    and after the last one."""
+    return (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 > cfg.train.epochs - max(cfg.train.eval_last, 1)
 
 
 def _load_weights(method: Method, cfg: RunConfig, d: Dist) -> dict:
@@ -565,6 +584,7 @@ def _fit_locked(cfg: RunConfig, rd: RunDir, train: FaceSet, test: FaceSet, if_ex
 
     # --- the model, the optimiser, the data on the device ---
     method = prepare_method(method, cfg, device)
+    ema = moving_average(method, cfg)
     model = distributed.wrap(method, d, device)
     opt = build_optimizer(method.param_groups(cfg.optim), cfg.optim, device)
     sched = build_scheduler(opt, cfg.optim, cfg.train.epochs)
@@ -575,7 +595,8 @@ def _fit_locked(cfg: RunConfig, rd: RunDir, train: FaceSet, test: FaceSet, if_ex
     if d.active:
         loader = distributed.ShardedLoader(loader, d)
     log = SampleLog(train, device)
-    start, history, diagnostics = _resume(rd, method, opt, sched, state, d, device) if resume else (0, [], None)
+    start, history, diagnostics = (_resume(rd, method, opt, sched, state, d, device, ema) if resume
+                                   else (0, [], None))
     diagnostics = diagnostics or _initial_diagnostics(train)
     tb = writer(str(rd.tensorboard_dir())) if writer is not None and d.main else None
     facts = json.dumps(method.facts.to_dict())
@@ -587,7 +608,8 @@ def _fit_locked(cfg: RunConfig, rd: RunDir, train: FaceSet, test: FaceSet, if_ex
         loader.set_epoch(epoch)
         method.train()
         labels_before, n_before = state.labels.clone(), len(state.relabels)
-        row = {"epoch": epoch + 1, **train_epoch(model, method, loader, state, opt, cfg, d, device, log, rd.path)}
+        row = {"epoch": epoch + 1, **train_epoch(model, method, loader, state, opt, cfg, d, device, log, rd.path,
+                                                 ema)}
         _merge_relabels(state, labels_before, n_before, d)
         row.update({f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(opt.param_groups)})
         sched.step()
@@ -598,7 +620,7 @@ def _fit_locked(cfg: RunConfig, rd: RunDir, train: FaceSet, test: FaceSet, if_ex
             row["labels_clean_frac"] = float((state.labels.cpu() == train.clean_label).float().mean())
         if _eval_due(cfg, epoch):
             t0 = time.perf_counter()
-            ev = evaluate(method, test, cfg, device, dist=d)
+            ev = evaluate(method if ema is None else ema.module, test, cfg, device, dist=d)
             row.update({f"test_{k}": v for k, v in ev.items() if k not in ("pred", "prob")},
                        eval_time_s=time.perf_counter() - t0)
             diagnostics[f"test_pred@{epoch + 1}"] = ev["pred"]
@@ -613,7 +635,8 @@ def _fit_locked(cfg: RunConfig, rd: RunDir, train: FaceSet, test: FaceSet, if_ex
             rd.save_checkpoint({"epoch": epoch + 1, "model": method.state_dict(), "optimizer": opt.state_dict(),
                                 "scheduler": sched.state_dict(), "labels": state.labels.cpu(), "step": state.step,
                                 "relabels": json.dumps(state.relabels), "history": json.dumps(history),
-                                "rng": _rng_state(), "facts": facts})
+                                "rng": _rng_state(), "facts": facts,
+                                **({"ema": ema.module.state_dict()} if ema is not None else {})})
             rd.write_metrics(history)
             _log_epoch(tb, row, cfg)
 

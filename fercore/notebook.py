@@ -33,7 +33,9 @@ class Notebook:
         self.name, self.params = name, params
         self.profile = params["PROFILE"]
         self.out_dir = Path(params.get("OUT_DIR") or f"../runs/{self.profile}/runs")  # runs shared by all notebooks
-        self.fig_dir = Path(FIGURES.get(self.profile, f"../figures/{self.profile}"))
+        # real faces: one folder per dataset (figures/ferplus/), as ./reproduce.sh writes them
+        own = params["DATASET"] if self.profile == "real" else self.profile
+        self.fig_dir = Path(FIGURES.get(self.profile, f"../figures/{own}"))
         self.table_dir = self.fig_dir / "tables"
         self.work_dir = Path(f"../runs/{self.profile}/data")                           # scratch files
         # the overrides every run of the notebook takes

@@ -134,7 +134,8 @@ def _single(profile: str, name: str, runs: list[tuple[str, list[str]]]) -> list[
 def notebook_grids(notebook: str, profile: str, params: dict | None = None, folder: Path = NOTEBOOKS) -> list[Grid]:
     """The grids `notebook` runs in `profile` with `params` over its parameters cell, as the notebook
     builds them (cwd: notebooks/, so paths are relative to it, as in the notebooks)."""
-    p = {**defaults(notebook, folder), **(params or {}), "PROFILE": profile}
+    own = defaults(notebook, folder)  # a notebook reads only the names it has, of its own types (as papermill's)
+    p = {**own, **{k: v for k, v in (params or {}).items() if k in own and type(v) is type(own[k])}, "PROFILE": profile}
     out_dir = p.get("OUT_DIR") or f"../runs/{profile}/runs"
     base = {"data.dataset": p["DATASET"], "data.data_root": p["DATA_ROOT"], "device": p["DEVICE"], "out_dir": out_dir}
     source = p.get("LABEL_SOURCE", "")

@@ -201,7 +201,7 @@ def test_methods_rebuild_from_data_facts(name, tiny_config, synth_small):
     assert torch.equal(trained.eval().predict(batch)["logits"], rebuilt.eval().predict(batch)["logits"])
 
 
-@pytest.mark.parametrize("profile", ["smoke", "quick"])
+@pytest.mark.parametrize("profile", ["smoke", "quick", "real"])
 def test_poi_regions_sit_on_distinct_cells_in_the_cpu_profiles(profile):
     """A regime fair to POI: its landmark regions are centred on distinct cells of a map at least 6x6
     (docs/poi.md#facial-subregions)."""
@@ -215,7 +215,7 @@ def test_poi_regions_sit_on_distinct_cells_in_the_cpu_profiles(profile):
     assert len(set(cells)) == len(cells) == 5, maps
 
 
-@pytest.mark.parametrize("profile", ["smoke", "quick"])
+@pytest.mark.parametrize("profile", ["smoke", "quick", "real"])
 def test_eac_cam_is_spatial_in_the_cpu_profiles(profile):
     """A regime fair to EAC: its class-activation map is at least 4x4, so its flip consistency compares
     layouts, not single numbers (docs/baselines.md#5-eac-erasing-attention-consistency)."""

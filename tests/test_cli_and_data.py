@@ -24,7 +24,7 @@ def test_missing_data_root_is_a_one_line_error(tmp_path, capsys):
 def test_cli_reports_config_errors_in_one_line(capsys):
     assert main(["train", "--profile", "fast"]) == 2
     assert capsys.readouterr().err == ("fercore: error: unknown profile 'fast'; expected one of "
-                                       "['paper', 'quick', 'smoke']\n")
+                                       "['paper', 'quick', 'real', 'smoke']\n")
     assert main(["train", "--profile", "smoke", "train.epoch=1"]) == 2
     assert "unknown config key 'train.epoch'" in capsys.readouterr().err
 

@@ -38,7 +38,8 @@ def test_wrong_type_names_key_and_value():
 
 
 def test_unknown_profile_is_one_line_error():
-    with pytest.raises(ConfigError, match=r"unknown profile 'fast'; expected one of \['paper', 'quick', 'smoke'\]"):
+    with pytest.raises(ConfigError,
+                       match=r"unknown profile 'fast'; expected one of \['paper', 'quick', 'real', 'smoke'\]"):
         build_config("fast")
 
 

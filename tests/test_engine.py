@@ -59,7 +59,11 @@ def test_a_run_in_use_is_waited_for_then_reused(tiny_config, capsys):
     assert got["run"].path == first.path and (first.path / "summary.json").stat().st_mtime_ns == stamp
 
 
-def test_resume_reproduces_the_uninterrupted_run(tiny_config):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_reproduces_the_uninterrupted_run(tiny_config, ema):
+    """Also with `train.ema`: the moving average is checkpointed and continues where it stopped."""
+    tiny = tiny_config
+    tiny_config = lambda *o: tiny(*o, f"train.ema={ema}")  # noqa: E731
     full = fit(tiny_config("train.epochs=3", "name=full"))
     fit(tiny_config("train.epochs=1", "name=part"))
     # the interrupted run's config said 1 epoch; continue it to 3 under the same name
@@ -119,3 +123,23 @@ def test_summarize_groups_seeds(tiny_config):
     runs = [fit(tiny_config("train.epochs=1", f"seed={s}")) for s in (0, 1)]
     table = summarize(runs, ["method", "data.noise"])
     assert len(table) == 1 and table["n_seeds"].item() == 2
+
+
+def test_the_moving_average_is_what_is_evaluated_and_restored(tiny_config):
+    """`train.ema`: the test split is scored with the averaged weights, and `restore` (eval, predict) rebuilds
+    those weights, not the last optimiser step's; the average differs from the raw weights."""
+    import torch
+
+    from fercore.data.datasets import load_dataset
+    from fercore.engine import restore
+
+    rd = fit(tiny_config("train.epochs=2", "train.ema=0.9"))
+    ckpt = rd.load_checkpoint()
+    assert set(ckpt["ema"]) == set(ckpt["model"])
+    assert any(not torch.equal(ckpt["ema"][k], ckpt["model"][k]) for k in ckpt["model"]
+               if ckpt["model"][k].is_floating_point())
+    cfg, method = restore(rd.path)
+    _, test = load_dataset(cfg.data)
+    ev = evaluate(method, test, cfg, torch.device("cpu"))
+    assert ev["acc"] == rd.summary["last"]["test_acc"]
+    assert ev["pred"].tolist() == rd.diagnostics()["test_pred@2"].tolist()

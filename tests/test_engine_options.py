@@ -4,7 +4,8 @@ import builtins
 import pytest
 import torch
 
-from fercore.engine import amp_dtype, fit, use_channels_last
+from fercore.config import build_config
+from fercore.engine import _eval_due, amp_dtype, fit, use_channels_last
 from fercore.errors import ConfigError
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -56,3 +57,12 @@ def test_tensorboard_without_the_package_is_a_config_error(tiny_config, monkeypa
     with pytest.raises(ConfigError, match=r"train.tensorboard=true needs the tensorboard package: "
                                           r"pip install 'fercore\[tensorboard\]'"):
         fit(tiny_config("train.epochs=1", "train.tensorboard=true"))
+
+
+@pytest.mark.parametrize("every, last, evaluated", [(1, 0, [1, 2, 3, 4, 5, 6]), (4, 0, [4, 6]), (4, 3, [4, 5, 6]),
+                                                    (100, 3, [4, 5, 6]), (2, 1, [2, 4, 6]), (5, 2, [5, 6])])
+def test_the_test_split_is_evaluated_every_nth_epoch_and_in_the_last_ones(every, last, evaluated):
+    """`train.eval_every` and `train.eval_last`: evaluation only where it is read (the real profile reads the
+    last three epochs' swing), and always after the last epoch."""
+    cfg = build_config("smoke", overrides=["train.epochs=6", f"train.eval_every={every}", f"train.eval_last={last}"])
+    assert [e + 1 for e in range(6) if _eval_due(cfg, e)] == evaluated

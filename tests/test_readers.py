@@ -235,6 +235,35 @@ def test_ferplus_real_noise_round_trips_through_a_run(tmp_path, faces):
     assert len(kept) == sum(1 for r in truth["rows"] if r["row"] in disagree and r["usage"] == "Training")
 
 
+@pytest.mark.parametrize("profile", ["real", "smoke"])
+def test_a_real_dataset_says_and_records_the_faces_and_size_it_used(tmp_path, faces, profile):
+    """A real dataset never shrinks silently: under `real` (the profile ./reproduce.sh picks for real faces)
+    and under `smoke` (the same code path, as CI runs it) a run says how many of the split's faces it trains
+    on, and at which size, and env.json records both; a subset is a seeded one, said as such."""
+    from fercore.engine import fit
+    from fercore.errors import Notice
+
+    fx.write_fer(tmp_path / "fer", *faces)
+    data = ["data.dataset=ferplus", f"data.data_root={tmp_path / 'fer'}", "data.label_source=one_vote"]
+    cfg = build_config(profile, overrides=[*data, "train.epochs=1", "model.weights=", f"out_dir={tmp_path / 'r'}"])
+    size = {"real": 48, "smoke": 32}[profile]
+    assert cfg.data.image_size == size and cfg.data.n_train > len(faces[0])  # the profile's cap, above the fixture
+    with pytest.warns(Notice, match=rf"data.n_train={cfg.data.n_train} asks for more than the (\d+) images of the "
+                                    rf"train split of ferplus .*: using all \1, at {size} px") as said:
+        rd = fit(cfg)
+    n = int(next(w for w in said if "n_train" in str(w.message)).message.args[0].split("than the ")[1].split()[0])
+    env = rd.env["data"]
+    assert (env["train_size"], env["train_rows"], env["image_size"]) == (n, n, size)
+    assert env["test_size"] == env["test_rows"] > 0
+    # a subset: said, seeded (the same faces every time), recorded beside the split's size
+    sub = [*data, f"data.n_train={n // 2}"]
+    with pytest.warns(Notice, match=rf"data.n_train={n // 2}: using a seeded subset of {n // 2} of the {n} "
+                                    rf"images of the train split of ferplus, at {size} px"):
+        a, _ = load_dataset(build_config(profile, overrides=sub).data)
+    b, _ = load_dataset(build_config(profile, overrides=sub).data)
+    assert len(a) == n // 2 and a.ids == b.ids and a.meta["n_rows"] == n
+
+
 def test_label_source_is_for_ferplus_only():
     with pytest.raises(ConfigError, match="label_source"):
         build_config("smoke", overrides=["data.dataset=rafdb", "data.data_root=/x", "data.label_source=fer2013"])

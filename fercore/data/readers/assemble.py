@@ -52,7 +52,12 @@ def read(scan_fn: Callable[[DataConfig, Problems], Scan], cfg: DataConfig) -> tu
             raise DataError(f"{scan.root}: the {name} split is empty (layout of {scan.dataset!r})")
         if n > len(split):  # a profile's size is a cap (smoke: 384), so not an error; but never silent
             notice(f"data.n_{name}={n} asks for more than the {len(split)} images of the {name} split of "
-                   f"{scan.dataset} at {scan.root}: using all {len(split)} (env.json records the size used)")
+                   f"{scan.dataset} at {scan.root}: using all {len(split)}, at {cfg.image_size} px (env.json "
+                   "records the sizes used)")
+        elif 0 < n < len(split):  # a real dataset never shrinks silently (the quick profile's 1,200 on FERPlus)
+            notice(f"data.n_{name}={n}: using a seeded subset of {n:,} of the {len(split):,} images of the {name} "
+                   f"split of {scan.dataset}, at {cfg.image_size} px (data.n_{name}=0 uses all; env.json records "
+                   "the sizes used)")
     label_files = {k: sha256_file(p) for k, p in scan.files.items() if p.is_file()}  # once: fer2013.csv is 301 MB
     out = []
     for name, n, seed in wanted:
