@@ -114,10 +114,12 @@ def write_index(fig_dir: str | Path, title: str = "Figures and tables") -> Path:
         entries += json.loads(m.read_text())
     recorded = {e["file"] for e in entries}
     companions = {str(Path(f).with_suffix(s)) for f in recorded if f.startswith("tables/") for s in (".tex", ".csv")}
+    # a sub-folder with its own records is another profile's or dataset's (figures/paper/, figures/ferplus/)
+    own = {"paper"} | {m.parent.name for m in fig_dir.glob(f"*/{MANIFEST}")}
     stray = sorted(p.relative_to(fig_dir).as_posix() for p in fig_dir.rglob("*")
                    if p.is_file() and MANIFEST not in p.parts and p.name != "README.md"
                    and p.relative_to(fig_dir).as_posix() not in recorded | companions
-                   and not p.relative_to(fig_dir).parts[0] == "paper")
+                   and p.relative_to(fig_dir).parts[0] not in own)
     lines = [f"# {title}", "",
              "Every file here is written by a notebook (`./reproduce.sh` runs them all); this page is written "
              "from the notebooks' records by `fercore.notebook.write_index`. These are fercore's runs, never "

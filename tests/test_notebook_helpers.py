@@ -37,7 +37,14 @@ def test_figures_and_tables_are_recorded_and_indexed(tmp_path, monkeypatch):
     nb.table(pd.DataFrame({"method": ["ce"], "acc": [0.5]}), "demo_acc", "Accuracy")
     nb.text("hello\n", "demo.txt", "A text")
     (tmp_path / "figs" / "stray.png").write_bytes(b"x")
+    # a real dataset's folder beside them (figures/ferplus/, the real profile) has its own records and index
+    (tmp_path / "figs" / "ferplus" / notebook.MANIFEST).mkdir(parents=True)
+    (tmp_path / "figs" / "ferplus" / "tables").mkdir()
+    (tmp_path / "figs" / "ferplus" / "tables" / "comparison.csv").write_text("method\nce\n")
+    (tmp_path / "figs" / "other").mkdir()
+    (tmp_path / "figs" / "other" / "lost.png").write_bytes(b"x")
     index = notebook.write_index(tmp_path / "figs").read_text()
+    assert "ferplus/" not in index and "- other/lost.png" in index
     for f in ("demo_curve.png", "tables/demo_acc.md", "demo.txt"):
         assert f"[{f}]({f})" in index
     assert "05_demo" in index and "NOISE='sym:0.3'" in index and "A curve |" in index

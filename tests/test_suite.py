@@ -124,3 +124,41 @@ def test_prose_on_the_relabel_start_matches_the_profiles():
     assert f"profiles: `quick` {quick.params.relabel_start:g}, `smoke` {smoke.params.relabel_start:g} |" in doc
     q, s = quick.params.relabel_start, smoke.params.relabel_start
     assert f"profile sets epoch {q:g}, the `smoke` profile epoch {s:g}" in " ".join(doc.split())
+
+
+def test_prose_on_the_real_profile_matches_the_profile():
+    """The README's profile table, docs/notebooks.md and docs/architecture.md state the real profile's
+    faces, size, epochs, moving average and evaluation cadence as `PROFILES` sets them."""
+    from fercore.config import build_config
+
+    real = build_config("real")
+    root = suite.NOTEBOOKS.parent
+    row = next(line for line in (root / "README.md").read_text().splitlines() if line.startswith("| `real` |"))
+    for said in (f"{real.data.n_train:,} training faces", f"at {real.data.image_size} px",
+                 f"{real.train.epochs} epochs", f"batch {real.train.batch_size}",
+                 f"Adam {real.optim.lr:.0e}".replace("e-0", "e-"), f"`train.ema={real.train.ema:g}`",
+                 f"every {real.train.eval_every}nd epoch", f"each of the last {real.train.eval_last}"):
+        assert said in row, said
+    assert real.data.n_test == 0 and "the whole test split" in row
+    notebooks = " ".join((root / "docs" / "notebooks.md").read_text().split())
+    assert f"{real.data.n_train:,} training faces at {real.data.image_size} px" in notebooks
+    arch = " ".join((root / "docs" / "architecture.md").read_text().split())
+    assert (f"seeded subset of {real.data.n_train:,} faces (`data.n_train`;" in arch
+            and f"at {real.data.image_size} px, for {real.train.epochs} epochs under a cosine schedule" in arch)
+
+
+def test_the_readme_states_the_real_plan_it_prints(tmp_path):
+    """The README's sentence on notebook 04's plan on FERPlus (real profile, one vote per face) is the plan's
+    own numbers, and its clean reference is 3 ce runs at the plan's price."""
+    import re
+
+    readme = " ".join((suite.NOTEBOOKS.parent / "README.md").read_text().split())
+    m = re.search(r"--notebook 04` prints (\d+) distinct runs and about (\d+) min of training on 2 workers.*?"
+                  r"adds about (\d+) min", readme)
+    assert m, "README: the sentence on the real plan is missing"
+    params = {"OUT_DIR": str(tmp_path), "DATASET": "ferplus", "DATA_ROOT": str(tmp_path), "LABEL_SOURCE": "one_vote",
+              "NOISE": "none"}
+    p = suite.plan("real", ("04_comparison",), params)
+    total = sum(r.seconds for r in p.runs)
+    ce = next(r.seconds for r in p.runs if r.method == "ce")
+    assert (int(m[1]), int(m[2]), int(m[3])) == (len(p.runs), round(total / 2 / 60), round(3 * ce / 2 / 60))
