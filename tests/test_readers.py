@@ -255,6 +255,10 @@ def test_a_real_dataset_says_and_records_the_faces_and_size_it_used(tmp_path, fa
     env = rd.env["data"]
     assert (env["train_size"], env["train_rows"], env["image_size"]) == (n, n, size)
     assert env["test_size"] == env["test_rows"] > 0
+    from fercore.tables import data_text  # what the comparison tables' captions say of it
+
+    said = f"ferplus (one_vote labels), {n:,} training faces at {size} px, tested on {env['test_size']}"
+    assert data_text(rd) == said
     # a subset: said, seeded (the same faces every time), recorded beside the split's size
     sub = [*data, f"data.n_train={n // 2}"]
     with pytest.warns(Notice, match=rf"data.n_train={n // 2}: using a seeded subset of {n // 2} of the {n} "

@@ -91,3 +91,18 @@ def test_a_pipe_in_a_markdown_cell_does_not_split_its_column():
     md = tables.markdown_table(pd.DataFrame({"KL(votes || p)": ["0.5 | 0.6"], "n": [3]}))
     header, _, row = md.splitlines()
     assert header == r"| KL(votes \|\| p) | n |" and row == r"| 0.5 \| 0.6 | 3 |"
+
+
+def test_a_caption_names_a_subset_of_a_real_split(tmp_path):
+    """`data_text`: a table built from runs on a seeded subset says so, with the split's size and the image size."""
+    import json
+
+    from fercore.rundir import RunDir
+    from fercore.tables import data_text
+
+    (tmp_path / "config.json").write_text(json.dumps({"data": {"dataset": "ferplus", "label_source": "one_vote",
+                                                               "image_size": 48}}))
+    (tmp_path / "env.json").write_text(json.dumps({"data": {"train_size": 4000, "train_rows": 26937, "test_size": 3375,
+                                                            "image_size": 48}}))
+    assert data_text(RunDir(tmp_path)) == ("ferplus (one_vote labels), 4,000 of its 26,937 training faces (a seeded "
+                                           "subset) at 48 px, tested on 3,375")
