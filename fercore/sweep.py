@@ -240,13 +240,23 @@ def run_cell(cell: Cell, threads: int = 0, device: str = "") -> CellResult:
 
 def train(profile: str, overrides: list[str]) -> RunDir:
     """One run in this process, named as the sweep names its cells (`RunConfig.cell_name`), so a
-    notebook's single runs and the sweeps' cells are the same runs, trained once."""
+    notebook's single runs and the sweeps' cells are the same runs, trained once. It trains on one CPU
+    thread, as a sweep worker does (unless `train.num_threads` is given): torch's results depend on the
+    thread count in the last decimals, and the name does not, so one run must not depend on which
+    path trained it. The process's thread count is restored afterwards."""
+    import torch
+
     from .engine import fit
 
     cfg = build_config(profile, overrides=overrides)
-    cfg = build_config(profile, overrides=[*overrides, f"name={cfg.cell_name()}"])
+    threads = [] if any(o.startswith("train.num_threads=") for o in overrides) else ["train.num_threads=1"]
+    cfg = build_config(profile, overrides=[*overrides, *threads, f"name={cfg.cell_name()}"])
     rd = RunDir(Path(cfg.out_dir) / cfg.run_name)
-    return fit(cfg, if_exists=_mode(rd, cfg))
+    before = torch.get_num_threads()
+    try:
+        return fit(cfg, if_exists=_mode(rd, cfg))
+    finally:
+        torch.set_num_threads(before)
 
 
 def _stamp(rd: RunDir) -> int | None:

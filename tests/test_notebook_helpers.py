@@ -103,3 +103,15 @@ def test_the_readmes_findings_blocks_are_the_committed_tables():
     for name in blocks:
         inside = text.split(f"<!-- findings:{name} -->\n", 1)[1].split(f"\n<!-- /findings:{name} -->", 1)[0]
         assert inside == notebook.findings_block(name, root / "figures"), f"README block {name} is stale"
+
+
+def test_the_readmes_no_beats_sentence_holds_for_the_committed_verdicts():
+    """The README's prose says no method beats ce while the committed verdict table holds no 'beats'; a
+    regenerated table with a 'beats' makes this fail until the sentence is rewritten."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = " ".join((root / "README.md").read_text().split())
+    if "no method beats ce at any noise setting" in text:
+        verdicts = pd.read_csv(root / "figures" / "tables" / "noise_sweep_vs_ce.csv")["verdict"]
+        assert "beats" not in set(verdicts), verdicts.tolist()

@@ -14,6 +14,7 @@ import pytest
 
 from fercore import tables
 from fercore.errors import ConfigError
+from fercore.rundir import RunDir
 from fercore.sweep import GRIDS, Grid, cell_run_dir, plan, plan_text, run
 
 TINY = {"data": {"n_train": 96, "n_test": 48, "image_size": 32}, "model": {"backbone": "resnet10t"},
@@ -199,3 +200,26 @@ def test_unfinished_runs_are_listed_not_mixed_in(tmp_path):
     df = tables.run_table([rd])
     assert df.empty and df.attrs["unfinished"] and "interrupted" in df.attrs["unfinished"][0]
     assert np.isnan(np.nan)
+
+
+def test_a_notebooks_single_run_trains_on_one_thread_as_a_sweep_worker_does(tmp_path):
+    """`sweep.train` (notebooks 00, 02, 03) and a sweep worker train the same named run with the same thread
+    count, so the run does not depend on which of them trained it first; the caller's threads are restored."""
+    import torch
+
+    from fercore.sweep import run_cell, train
+
+    overrides = ["data.n_train=96", "data.n_test=48", "train.epochs=1", "method=ce", "data.noise=sym:0.3", "seed=0"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rd = train("smoke", [*overrides, f"out_dir={tmp_path / 'a'}"])
+        assert torch.get_num_threads() == 2 and rd.env["torch_threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+    g = Grid(profile="smoke", methods=["ce"], noise=["sym:0.3"], seeds=[0], noise_draw="fixed",
+             base={"data.n_train": 96, "data.n_test": 48, "train.epochs": 1, "out_dir": str(tmp_path / "b")})
+    other = RunDir(run_cell(g.cells()[0], threads=1).run_dir)
+    assert other.path.name == rd.path.name
+    assert other.metrics()["train_loss"].tolist() == rd.metrics()["train_loss"].tolist()
+    assert other.summary["last"]["test_acc"] == rd.summary["last"]["test_acc"]
