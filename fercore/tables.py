@@ -64,13 +64,11 @@ def run_row(rd: RunDir, variant: str = "", noise_score: tuple[str, bool] | None 
 def data_text(rd: RunDir) -> str:
     """What a run trained and tested on, for a caption: the dataset (and FERPlus' label source), the training
     faces used of the split (a subset said as such) and the image size, and the test faces (env.json)."""
-    data, env = rd.config["data"], rd.env.get("data", {})
-    n, rows = env.get("train_size"), env.get("train_rows")
-    faces = (f"{n:,} of its {rows:,} training faces (a seeded subset)" if rows and n is not None and rows > n
-             else f"{n:,} training faces" if n is not None else "its training faces")
+    data, env = rd.config["data"], rd.env["data"]  # the engine writes every run's sizes (and a real split's rows)
+    n, rows = env["train_size"], env.get("train_rows", env["train_size"])
+    faces = f"{n:,} of its {rows:,} training faces (a seeded subset)" if rows > n else f"{n:,} training faces"
     source = f" ({data['label_source']} labels)" if data["dataset"] == "ferplus" else ""
-    test = f", tested on {env['test_size']:,}" if "test_size" in env else ""
-    return f"{data['dataset']}{source}, {faces} at {env.get('image_size', data['image_size'])} px{test}"
+    return f"{data['dataset']}{source}, {faces} at {data['image_size']} px, tested on {env['test_size']:,}"
 
 
 def run_table(runs, variants: list[str] | None = None) -> pd.DataFrame:
