@@ -20,7 +20,7 @@ options:
                         annotator's vote per image (real label noise; the test split keeps the majority;
                         notebooks 04, 06 and 07 then inject no noise, 05 sweeps its rates on top)
   --device DEV          auto | cpu | cuda | cuda:N       (default: auto)
-  --notebook NAME       run only notebooks whose file name starts with NAME (e.g. 00)
+  --notebook NAME       run only notebooks whose file name starts with NAME (e.g. 00; 04,05,07 for several)
   --use-active-env      install into and use the active virtualenv/conda env instead of ./.venv
   -h, --help            show this help
 
@@ -32,6 +32,7 @@ and the notebook that made it.
 TXT
 }
 
+invocation="./reproduce.sh${*:+ $*}"  # as given, for the figure folder's README
 mode=figures profile="" dataset=synthfer data_root="" device=auto only="" active=0 label_source=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -87,8 +88,11 @@ fi
 export HF_HUB_OFFLINE=1 MPLBACKEND=Agg PYTHONUNBUFFERED=1
 
 notebooks=()
+IFS=, read -ra prefixes <<< "${only:-}"; [ ${#prefixes[@]} -gt 0 ] || prefixes=("")
 for nb in notebooks/[0-9]*.ipynb; do
-  case "$(basename "$nb")" in "$only"*) notebooks+=("$nb") ;; esac
+  for p in "${prefixes[@]}"; do
+    case "$(basename "$nb")" in "$p"*) notebooks+=("$nb"); break ;; esac
+  done
 done
 [ ${#notebooks[@]} -gt 0 ] || { echo "reproduce.sh: no notebook matches '$only'" >&2; exit 2; }
 
@@ -134,7 +138,14 @@ for nb in "${notebooks[@]}"; do
   "$py" -m jupyter nbconvert --to html --template basic --log-level WARN --output-dir "$html" "$out"
   echo "reproduce.sh: $nb done in $((SECONDS - t)) s"
 done
-"$py" -c "from fercore.notebook import write_index; print(write_index('$figdir'))"
+if [ "$dataset" = synthfer ]; then
+  "$py" -c "from fercore.notebook import write_index; print(write_index('$figdir'))"
+else  # a real dataset's folder says how it was made and which files (sha256) it read
+  FIG="$figdir" CMD="$invocation" RUNS="runs/$profile/runs" DATASET="$dataset" "$py" -c "import os
+from fercore.notebook import data_record, write_index
+e = os.environ
+print(write_index(e['FIG'], command=e['CMD'], data=data_record(e['RUNS'], e['DATASET'])))"
+fi
 if [ "$profile" = quick ] && [ "$dataset" = synthfer ]; then  # the README's findings are written from figures/
   "$py" -c "from fercore.notebook import refresh_findings; print('README findings refreshed:', refresh_findings('README.md', 'figures'))"
 fi

@@ -210,7 +210,8 @@ def _plan(args) -> int:
     profile = args.profile or ("quick" if args.dataset == "synthfer" else "real")  # as ./reproduce.sh picks it
     if profile not in PROFILES:
         raise ConfigError(f"--profile: unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
-    chosen = tuple(n for n in SUITE if n.startswith(args.notebook or ""))
+    prefixes = (args.notebook or "").split(",")  # as ./reproduce.sh --notebook: 04,05,07 for several
+    chosen = tuple(n for n in SUITE if any(n.startswith(p) for p in prefixes))
     if not chosen:
         raise ConfigError(f"--notebook: no notebook starts with {args.notebook!r}; expected a prefix of {list(SUITE)}")
     params = {"DATASET": args.dataset, "DATA_ROOT": args.data_root}
@@ -296,7 +297,8 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--data-root", default="", help="as ./reproduce.sh --data-root")
     pl.add_argument("--label-source", default="", choices=["", "ferplus", "fer2013", "one_vote"],
                     help="as ./reproduce.sh --label-source (ferplus only)")
-    pl.add_argument("--notebook", default="", help="only notebooks whose name starts with this (e.g. 05)")
+    pl.add_argument("--notebook", default="",
+                    help="only notebooks whose name starts with this (e.g. 05; 04,05,07 for several)")
     pl.add_argument("--workers", type=int, default=2, help="processes the estimate divides by (default 2)")
     pl.add_argument("--verbose", "-v", action="store_true", help="list every run")
     pl.set_defaults(func=_plan)

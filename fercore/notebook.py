@@ -104,10 +104,34 @@ def _show(path: Path) -> None:
         display(Image(filename=str(path)))
 
 
-def write_index(fig_dir: str | Path, title: str = "Figures and tables") -> Path:
+def data_record(runs: str | Path, dataset: str) -> list[str]:
+    """What the runs of `dataset` under `runs` read, from their env.json: each label/vote file with its
+    sha256 and version, and the fingerprints of the decoded train and test images (one line per distinct
+    value; a real dataset is named by its files, never copied)."""
+    seen: dict[str, None] = {}
+    for env in sorted(Path(runs).glob("*/env.json")):
+        try:
+            data = json.loads(env.read_text()).get("data", {})
+            own = json.loads((env.parent / "config.json").read_text())["data"]["dataset"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if own != dataset or "train_fingerprint" not in data:
+            continue
+        for name, v in sorted(data.get("votes", {}).items()):
+            seen[f"`{name}`: sha256 `{v.get('sha256')}` ({v.get('version')})"] = None
+        labels = data.get("label_source") or dataset
+        train, test = data["train_fingerprint"][:16], data.get("test_fingerprint", "")[:16]
+        seen[f"decoded images at {data.get('image_size')} px, {labels} labels: train `{train}`, test `{test}` "
+             "(fercore's data fingerprints, env.json)"] = None
+    return list(seen)
+
+
+def write_index(fig_dir: str | Path, title: str = "Figures and tables", command: str = "",
+                data: list[str] | None = None) -> Path:
     """`<fig_dir>/README.md`: every recorded figure and table with its notebook, parameters, profile
     and dataset, from the notebooks' manifests; files in the folder that no notebook recorded are
-    listed as such (they should not exist)."""
+    listed as such (they should not exist). `command` and `data` (`data_record`), where given, say what
+    made the folder and from which data."""
     fig_dir = Path(fig_dir)
     entries = []
     for m in sorted((fig_dir / MANIFEST).glob("*.json")):
@@ -124,6 +148,10 @@ def write_index(fig_dir: str | Path, title: str = "Figures and tables") -> Path:
              "Every file here is written by a notebook (`./reproduce.sh` runs them all); this page is written "
              "from the notebooks' records by `fercore.notebook.write_index`. These are fercore's runs, never "
              "a paper's numbers. Tables come as `.md`, `.tex` (booktabs) and `.csv`.", ""]
+    if command:
+        lines += ["Made by:", "", "```", command, "```", ""]
+    if data:
+        lines += ["Data read (the dataset itself stays outside the repository):", "", *[f"- {d}" for d in data], ""]
     for nb in sorted({e["notebook"] for e in entries}):
         mine = [e for e in entries if e["notebook"] == nb]
         first = mine[0]

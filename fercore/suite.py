@@ -51,6 +51,19 @@ def comparison_grid(profile: str, noise: str, seeds: list[int], methods: list[st
                 base=_with_source(base, label_source), name="comparison", noise_draw=sweep.noise_draw)
 
 
+REAL_NOISE = ("fer2013", "one_vote")  # FERPlus label sources whose training labels carry real noise
+
+
+def clean_reference_grid(profile: str, seeds: list[int], base: dict, label_source: str = "") -> Grid | None:
+    """Notebook 04 on real label noise (`label_source` fer2013 or one_vote): `ce` on the crowd's majority
+    labels (`ferplus`), no injected noise, over the comparison's `seeds`: what the methods are measured
+    against when the noise is the annotators' own `[ours]`. None for any other label source."""
+    if label_source not in REAL_NOISE:
+        return None
+    return Grid(profile=profile, methods=["ce"], noise=["none"], seeds=list(seeds),
+                base=_with_source(base, "ferplus"), name="clean_reference")
+
+
 def noise_sweep_grid(profile: str, grid: str, noise: list[str], seeds: list[int], base: dict,
                      label_source: str = "") -> Grid:
     """Notebook 05: a grid file (fercore's `noise_sweep` by default); `noise` and `seeds` replace its own
@@ -158,7 +171,9 @@ def notebook_grids(notebook: str, profile: str, params: dict | None = None, fold
             runs.append((" ".join(over), [*one, f"method={method}", *over]))
         return _single(profile, notebook, runs)
     if notebook == "04_comparison":
-        return [comparison_grid(profile, p["NOISE"], p["SEEDS"], p["METHODS"], base, source)]
+        grid = comparison_grid(profile, p["NOISE"], p["SEEDS"], p["METHODS"], base, source)
+        clean = clean_reference_grid(profile, grid.resolved("seeds"), base, source)
+        return [grid] + ([clean] if clean else [])
     if notebook == "05_noise_sweep":
         return [noise_sweep_grid(profile, p["GRID"], p["NOISE"], p["SEEDS"], base, source)]
     if notebook == "06_ablations":

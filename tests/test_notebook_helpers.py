@@ -1,4 +1,6 @@
 """The notebooks' parameter check and figure/table records, and the figures index built from them."""
+import json
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -117,3 +119,31 @@ def test_the_readmes_eac_sentence_holds_for_the_committed_verdicts():
     for noise, rows in vs[vs["noise"] != "none"].groupby("noise"):
         low = rows.loc[rows["difference"].idxmin()]
         assert low["method"] == "eac" and low["verdict"] != "beats", (noise, rows.to_dict("records"))
+
+
+def test_a_real_datasets_index_names_its_command_and_the_files_it_read(tmp_path):
+    """write_index with `command` and `data_record`: the command as given, every label file's sha256 and the
+    decoded images' fingerprints of that dataset's runs (another dataset's runs and damaged records ignored)."""
+    def run(name, dataset, sha, label_source="one_vote", px=48):
+        d = tmp_path / "runs" / name
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"data": {"dataset": dataset}}))
+        (d / "env.json").write_text(json.dumps({"data": {
+            "image_size": px, "label_source": label_source, "train_fingerprint": "a" * 64, "test_fingerprint": "b" * 64,
+            "votes": {"fer2013new.csv": {"path": "/x/fer2013new.csv", "sha256": sha, "version": "v1"}}}}))
+    run("ferplus-ce-1", "ferplus", "1" * 64)
+    run("ferplus-ce-2", "ferplus", "1" * 64)  # the same files: listed once
+    run("ferplus-ce-3", "ferplus", "1" * 64, label_source="ferplus")
+    run("rafdb-ce-1", "rafdb", "2" * 64)
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "env.json").write_text("{bad")
+    record = notebook.data_record(tmp_path / "runs", "ferplus")
+    assert record == [f"`fer2013new.csv`: sha256 `{'1' * 64}` (v1)",
+                      f"decoded images at 48 px, one_vote labels: train `{'a' * 16}`, test `{'b' * 16}` "
+                      "(fercore's data fingerprints, env.json)",
+                      f"decoded images at 48 px, ferplus labels: train `{'a' * 16}`, test `{'b' * 16}` "
+                      "(fercore's data fingerprints, env.json)"]
+    (tmp_path / "figs").mkdir()
+    cmd = "./reproduce.sh --dataset ferplus --data-root /data/ferplus --label-source one_vote --notebook 04,05,07"
+    index = notebook.write_index(tmp_path / "figs", command=cmd, data=record).read_text()
+    assert f"```\n{cmd}\n```" in index and "sha256 `" + "1" * 64 in index and "2" * 64 not in index

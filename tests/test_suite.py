@@ -154,11 +154,32 @@ def test_the_readme_states_the_real_plan_it_prints(tmp_path):
 
     readme = " ".join((suite.NOTEBOOKS.parent / "README.md").read_text().split())
     m = re.search(r"--notebook 04` prints (\d+) distinct runs and about (\d+) min of training on 2 workers.*?"
-                  r"adds about (\d+) min", readme)
+                  r"the clean reference notebook 04 trains on real label noise\) are about (\d+) min", readme)
     assert m, "README: the sentence on the real plan is missing"
     params = {"OUT_DIR": str(tmp_path), "DATASET": "ferplus", "DATA_ROOT": str(tmp_path), "LABEL_SOURCE": "one_vote",
               "NOISE": "none"}
     p = suite.plan("real", ("04_comparison",), params)
     total = sum(r.seconds for r in p.runs)
-    ce = next(r.seconds for r in p.runs if r.method == "ce")
-    assert (int(m[1]), int(m[2]), int(m[3])) == (len(p.runs), round(total / 2 / 60), round(3 * ce / 2 / 60))
+    clean = [r for r in p.runs if r.grid == "clean_reference"]
+    assert len(clean) == 3 and {r.method for r in clean} == {"ce"}
+    assert (int(m[1]), int(m[2]), int(m[3])) == (len(p.runs), round(total / 2 / 60),
+                                                 round(sum(r.seconds for r in clean) / 2 / 60))
+
+
+@pytest.mark.parametrize("source", ["", "ferplus", "fer2013", "one_vote"])
+def test_notebook_04_trains_a_clean_reference_only_on_real_label_noise(tmp_path, source):
+    """On FERPlus's one_vote or fer2013 labels notebook 04 adds ce on the majority labels over the same seeds
+    (the clean reference); on the majority labels themselves, or without a label source, it adds nothing."""
+    params = {"OUT_DIR": str(tmp_path), "DATASET": "ferplus", "DATA_ROOT": str(tmp_path), "LABEL_SOURCE": source,
+              "NOISE": "none" if source in suite.REAL_NOISE else "sym:0.3"}
+    grids = suite.notebook_grids("04_comparison", "real", params)
+    assert [g.name for g in grids] == ["comparison"] + (["clean_reference"] if source in suite.REAL_NOISE else [])
+    if len(grids) == 2:
+        seeds = grids[0].resolved("seeds")
+        cells = grids[1].cells()
+        assert [c.seed for c in cells] == seeds and {c.method for c in cells} == {"ce"}
+        for c in cells:
+            cfg = c.config()
+            assert cfg.data.label_source == "ferplus" and cfg.data.noise == "none"
+        trained = {c.config().data.label_source for c in grids[0].cells()}
+        assert trained == {source}
