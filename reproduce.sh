@@ -148,5 +148,7 @@ print(write_index(e['FIG'], command=e['CMD'], data=data_record(e['RUNS'], e['DAT
 fi
 if [ "$profile" = quick ] && [ "$dataset" = synthfer ]; then  # the README's findings are written from figures/
   "$py" -c "from fercore.notebook import refresh_findings; print('README findings refreshed:', refresh_findings('README.md', 'figures'))"
+elif [ "$profile" = real ]; then  # and its section on real faces from figures/<dataset>/
+  "$py" -c "from fercore.notebook import refresh_findings; print('README findings refreshed:', refresh_findings('README.md', 'figures', '$dataset'))"
 fi
 echo "reproduce.sh: ${#notebooks[@]} notebooks ran in $((SECONDS - start)) s; figures in $figdir/, pages in $html/"

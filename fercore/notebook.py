@@ -168,9 +168,10 @@ def write_index(fig_dir: str | Path, title: str = "Figures and tables", command:
     return path
 
 
-# README blocks written from tables: name -> (the CSV under the figure folder, how it is stated:
-# "table" as it is, "verdicts" one line per setting (tables.verdict_lines), "ambiguity" one line per
-# score (tables.ambiguity_lines))
+# README blocks written from tables: name -> (the CSV under figures/, how it is stated: "table" as it
+# is, "verdicts" one line per setting (tables.verdict_lines), "reference" one line per method against
+# notebook 04's clean reference (tables.reference_lines), "regime" one line per method
+# (tables.regime_lines), "ambiguity" one line per score (tables.ambiguity_lines))
 FINDINGS = {"noise_sweep_last_acc": ("tables/noise_sweep_last_acc.csv", "table"),
             "noise_sweep_vs_ce": ("tables/noise_sweep_vs_ce.csv", "verdicts"),
             "uncertainty_auroc": ("tables/uncertainty_auroc.csv", "table"),
@@ -179,14 +180,22 @@ FINDINGS = {"noise_sweep_last_acc": ("tables/noise_sweep_last_acc.csv", "table")
             "uncertainty_ambiguity": ("tables/uncertainty_ambiguity.csv", "ambiguity"),
             "comparison_sym03_regime": ("tables/comparison_sym03_regime.csv", "regime"),
             "noise_sweep_relabel_clean": ("tables/noise_sweep_relabel_clean.csv", "table"),
-            "weak_comparison": ("tables/weak_comparison.csv", "table")}
+            "weak_comparison": ("tables/weak_comparison.csv", "table"),
+            # FERPlus in the real profile, one annotator's vote per training face (./reproduce.sh --dataset
+            # ferplus --label-source one_vote --notebook 04,05,07): figures/ferplus/
+            "ferplus_comparison": ("ferplus/tables/comparison_one_vote.csv", "table"),
+            "ferplus_vs_ce": ("ferplus/tables/comparison_one_vote_vs_ce.csv", "verdicts"),
+            "ferplus_vs_clean": ("ferplus/tables/comparison_one_vote_vs_clean.csv", "reference"),
+            "ferplus_regime": ("ferplus/tables/comparison_one_vote_regime.csv", "regime"),
+            "ferplus_auroc": ("ferplus/tables/uncertainty_auroc.csv", "table"),
+            "ferplus_ambiguity": ("ferplus/tables/uncertainty_ambiguity.csv", "ambiguity")}
 
 
 def findings_block(name: str, fig_dir: str | Path) -> str:
     """The Markdown of README block `name`, written from its table under `fig_dir` (FINDINGS)."""
     import pandas as pd
 
-    from .tables import ambiguity_lines, markdown_table, regime_lines, verdict_lines
+    from .tables import ambiguity_lines, markdown_table, reference_lines, regime_lines, verdict_lines
 
     csv, form = FINDINGS[name]
     path = Path(fig_dir) / csv
@@ -197,6 +206,8 @@ def findings_block(name: str, fig_dir: str | Path) -> str:
         return "\n".join(ambiguity_lines(df))
     if form == "regime":
         return "\n".join(regime_lines(df))
+    if form == "reference":
+        return "\n".join(reference_lines(df, "ce trained on the majority labels", "one annotator's vote"))
     missing = sorted({"difference", "ci_low", "ci_high", "verdict", "n_seeds"} - set(df.columns))
     if missing:
         raise ConfigError(f"{path}: no column(s) {missing}; expected a paired comparison "
@@ -204,15 +215,18 @@ def findings_block(name: str, fig_dir: str | Path) -> str:
     return "\n".join(verdict_lines(df))
 
 
-def refresh_findings(readme: str | Path, fig_dir: str | Path) -> list[str]:
+def refresh_findings(readme: str | Path, fig_dir: str | Path, folder: str = "") -> list[str]:
     """Rewrite every findings block of `readme` (between `<!-- findings:NAME -->` and
     `<!-- /findings:NAME -->`) from the tables under `fig_dir`, so prose that states a verdict is
     written from the table it reads; returns the names of the blocks found (the file is written
-    only when one changed)."""
+    only when one changed). `folder`: only the blocks whose table is in that sub-folder of `fig_dir`
+    (a dataset's, e.g. "ferplus"); empty: those of `fig_dir/tables/` (SynthFER's)."""
     readme = Path(readme)
     before = text = readme.read_text()
     done = []
-    for name in FINDINGS:
+    for name, (csv, _) in FINDINGS.items():
+        if Path(csv).parts[0] != (folder or "tables"):
+            continue
         start, end = f"<!-- findings:{name} -->", f"<!-- /findings:{name} -->"
         if start not in text:
             continue

@@ -227,6 +227,18 @@ def ambiguity_lines(df: pd.DataFrame) -> list[str]:
     return lines
 
 
+def reference_lines(vs: pd.DataFrame, reference: str, trained_on: str) -> list[str]:
+    """Markdown bullets stating a `versus` table against a reference run that is not a method of the
+    comparison (notebook 04's clean reference: ce on FERPlus's majority labels), one per method: its
+    paired difference, interval and verdict ("above" / "below" the reference, or within noise)."""
+    lines = []
+    for _, r in vs.iterrows():
+        n = int(r["n_seeds"])
+        lines.append(f"- {r['method']} trained on {trained_on}: {interval_text(r)} vs {reference} ({r['verdict']}, "
+                     f"{n} seed{'s' if n > 1 else ''}).")
+    return lines
+
+
 def regime_lines(df: pd.DataFrame) -> list[str]:
     """Markdown bullets stating notebook 04's per-run regime table (`comparison_*_regime`) method by
     method: the range over seeds of the peak (and its epochs) and of the last-epoch accuracy, the share
@@ -241,13 +253,16 @@ def regime_lines(df: pd.DataFrame) -> list[str]:
         n = len(g)
         rising = int(g["still rising (> 1 point)"].astype(str).str.lower().eq("true").sum())
         fit = ""
-        if g["flipped labels fitted, last"].notna().all():
+        if "flipped labels fitted, last" in g and g["flipped labels fitted, last"].notna().all():
             fit = (f"; flipped training labels fitted {span(g['flipped labels fitted, first'], '{:.2f}')} after "
                    f"epoch 1, {span(g['flipped labels fitted, last'], '{:.2f}')} at the last")
+        swing = ""
+        if "swing over last 3 epochs" in g:
+            swing = f"; moved {span(100 * g['swing over last 3 epochs'], '{:.1f}')} points over the last 3 epochs"
         epochs = span(g["peak epoch"], "{:d}")
         lines.append(f"- {method} ({n} seed{'s' if n > 1 else ''}): peak {span(g['peak acc'])} (epoch"
-                     f"{'s' if '-' in epochs else ''} {epochs}), last {span(g['last acc'])}{fit}; {rising} of {n} "
-                     "runs still rising by more than 1 point over the last 3 epochs.")
+                     f"{'s' if '-' in epochs else ''} {epochs}), last {span(g['last acc'])}{fit}{swing}; {rising} of "
+                     f"{n} runs still rising by more than 1 point over the last 3 epochs.")
     return lines
 
 

@@ -147,3 +147,39 @@ def test_a_real_datasets_index_names_its_command_and_the_files_it_read(tmp_path)
     cmd = "./reproduce.sh --dataset ferplus --data-root /data/ferplus --label-source one_vote --notebook 04,05,07"
     index = notebook.write_index(tmp_path / "figs", command=cmd, data=record).read_text()
     assert f"```\n{cmd}\n```" in index and "sha256 `" + "1" * 64 in index and "2" * 64 not in index
+
+
+def test_the_real_faces_blocks_are_refreshed_from_the_datasets_folder_only(tmp_path):
+    """refresh_findings(folder="ferplus") rewrites the README blocks whose tables are in figures/ferplus/
+    (the clean-reference verdicts and the swing among them) and leaves SynthFER's blocks alone, and the
+    default leaves the dataset's blocks alone."""
+    from fercore import tables
+
+    rows = [{"method": m, "noise": "none", "seed": s, "last_acc": 0.6 + 0.01 * s + d}
+            for s in range(3) for m, d in (("ce", 0.0), ("poi", -0.04), ("ce (majority labels)", 0.05))]
+    df = pd.DataFrame(rows)
+    vs = tables.versus(df, "ce (majority labels)", words=("above", "below"))
+    tables.write_table(vs, tmp_path / "ferplus" / "tables" / "comparison_one_vote_vs_clean", "clean")
+    regime = pd.DataFrame({"method": ["ce", "ce"], "seed": [0, 1], "peak acc": [0.66, 0.67], "peak epoch": [11, 12],
+                           "last acc": [0.66, 0.665], "swing over last 3 epochs": [0.004, 0.012],
+                           "rise over last 3 epochs": [0.001, 0.012], "still rising (> 1 point)": [False, True],
+                           "flipped labels fitted, first": [0.1, 0.1], "flipped labels fitted, last": [0.3, 0.4]})
+    tables.write_table(regime, tmp_path / "ferplus" / "tables" / "comparison_one_vote_regime", "regime")
+    readme = tmp_path / "README.md"
+    blocks = "".join(f"<!-- findings:{n} -->\nold\n<!-- /findings:{n} -->\n"
+                     for n in ("ferplus_vs_clean", "ferplus_regime", "noise_sweep_vs_ce"))
+    readme.write_text(blocks)
+    synth = tables.versus(df[df["method"] != "ce (majority labels)"], "ce")
+    tables.write_table(synth, tmp_path / "tables" / "noise_sweep_vs_ce", "synthfer")
+    assert notebook.refresh_findings(readme, tmp_path) == ["noise_sweep_vs_ce"]
+    assert readme.read_text().count("\nold\n") == 2  # the dataset's blocks untouched
+    readme.write_text(blocks)
+    assert notebook.refresh_findings(readme, tmp_path, "ferplus") == ["ferplus_vs_clean", "ferplus_regime"]
+    text = readme.read_text()
+    assert ("- poi trained on one annotator's vote: -0.090 [-0.090, -0.090] vs ce trained on the majority labels "
+            "(below, 3 seeds).") in text
+    assert "- ce trained on one annotator's vote: -0.050" in text
+    assert ("- ce (2 seeds): peak 0.660-0.670 (epochs 11-12), last 0.660-0.665; flipped training labels fitted 0.10 "
+            "after epoch 1, 0.30-0.40 at the last; moved 0.4-1.2 points over the last 3 epochs; 1 of 2 runs still "
+            "rising") in text
+    assert text.count("\nold\n") == 1  # SynthFER's block untouched
