@@ -112,17 +112,19 @@ def data_record(runs: str | Path, dataset: str) -> list[str]:
     for env in sorted(Path(runs).glob("*/env.json")):
         try:
             data = json.loads(env.read_text()).get("data", {})
-            own = json.loads((env.parent / "config.json").read_text())["data"]["dataset"]
+            own_data = json.loads((env.parent / "config.json").read_text())["data"]
         except (OSError, ValueError, KeyError):
             continue
-        if own != dataset or "train_fingerprint" not in data:
+        if own_data.get("dataset") != dataset or "train_fingerprint" not in data:
             continue
         for name, v in sorted(data.get("votes", {}).items()):
             seen[f"`{name}`: sha256 `{v.get('sha256')}` ({v.get('version')})"] = None
         labels = data.get("label_source") or dataset
+        part = (f", fold {own_data['oof_fold']} of {own_data['oof_folds']} left out (an out-of-fold run)"
+                if own_data.get("oof_folds") else "")
         train, test = data["train_fingerprint"][:16], data.get("test_fingerprint", "")[:16]
-        seen[f"decoded images at {data.get('image_size')} px, {labels} labels: train `{train}`, test `{test}` "
-             "(fercore's data fingerprints, env.json)"] = None
+        seen[f"decoded images at {data.get('image_size')} px, {labels} labels{part}: train `{train}`, "
+             f"test `{test}` (fercore's data fingerprints, env.json)"] = None
     return list(seen)
 
 

@@ -124,16 +124,19 @@ def test_the_readmes_eac_sentence_holds_for_the_committed_verdicts():
 def test_a_real_datasets_index_names_its_command_and_the_files_it_read(tmp_path):
     """write_index with `command` and `data_record`: the command as given, every label file's sha256 and the
     decoded images' fingerprints of that dataset's runs (another dataset's runs and damaged records ignored)."""
-    def run(name, dataset, sha, label_source="one_vote", px=48):
+    def run(name, dataset, sha, label_source="one_vote", px=48, fold=None):
         d = tmp_path / "runs" / name
         d.mkdir(parents=True)
-        (d / "config.json").write_text(json.dumps({"data": {"dataset": dataset}}))
+        oof = {"oof_folds": 3, "oof_fold": fold} if fold is not None else {"oof_folds": 0, "oof_fold": 0}
+        (d / "config.json").write_text(json.dumps({"data": {"dataset": dataset, **oof}}))
         (d / "env.json").write_text(json.dumps({"data": {
-            "image_size": px, "label_source": label_source, "train_fingerprint": "a" * 64, "test_fingerprint": "b" * 64,
+            "image_size": px, "label_source": label_source, "test_fingerprint": "b" * 64,
+            "train_fingerprint": ("c" if fold is not None else "a") * 64,
             "votes": {"fer2013new.csv": {"path": "/x/fer2013new.csv", "sha256": sha, "version": "v1"}}}}))
     run("ferplus-ce-1", "ferplus", "1" * 64)
     run("ferplus-ce-2", "ferplus", "1" * 64)  # the same files: listed once
     run("ferplus-ce-3", "ferplus", "1" * 64, label_source="ferplus")
+    run("ferplus-ce-4", "ferplus", "1" * 64, fold=2)  # an out-of-fold run trains on a part: named as such
     run("rafdb-ce-1", "rafdb", "2" * 64)
     (tmp_path / "runs" / "broken").mkdir()
     (tmp_path / "runs" / "broken" / "env.json").write_text("{bad")
@@ -142,7 +145,9 @@ def test_a_real_datasets_index_names_its_command_and_the_files_it_read(tmp_path)
                       f"decoded images at 48 px, one_vote labels: train `{'a' * 16}`, test `{'b' * 16}` "
                       "(fercore's data fingerprints, env.json)",
                       f"decoded images at 48 px, ferplus labels: train `{'a' * 16}`, test `{'b' * 16}` "
-                      "(fercore's data fingerprints, env.json)"]
+                      "(fercore's data fingerprints, env.json)",
+                      f"decoded images at 48 px, one_vote labels, fold 2 of 3 left out (an out-of-fold run): "
+                      f"train `{'c' * 16}`, test `{'b' * 16}` (fercore's data fingerprints, env.json)"]
     (tmp_path / "figs").mkdir()
     cmd = "./reproduce.sh --dataset ferplus --data-root /data/ferplus --label-source one_vote --notebook 04,05,07"
     index = notebook.write_index(tmp_path / "figs", command=cmd, data=record).read_text()
