@@ -188,7 +188,7 @@ FINDINGS = {"noise_sweep_last_acc": ("tables/noise_sweep_last_acc.csv", "table")
             "ferplus_comparison": ("ferplus/tables/comparison_one_vote.csv", "table"),
             "ferplus_vs_ce": ("ferplus/tables/comparison_one_vote_vs_ce.csv", "verdicts"),
             "ferplus_vs_clean": ("ferplus/tables/comparison_one_vote_vs_clean.csv", "reference"),
-            "ferplus_regime": ("ferplus/tables/comparison_one_vote_regime.csv", "regime"),
+            "ferplus_regime": ("ferplus/tables/comparison_one_vote_regime.csv", "regime_real"),
             "ferplus_auroc": ("ferplus/tables/uncertainty_auroc.csv", "table"),
             "ferplus_ambiguity": ("ferplus/tables/uncertainty_ambiguity.csv", "ambiguity")}
 
@@ -208,6 +208,8 @@ def findings_block(name: str, fig_dir: str | Path) -> str:
         return "\n".join(ambiguity_lines(df))
     if form == "regime":
         return "\n".join(regime_lines(df))
+    if form == "regime_real":  # real label noise: the wrong labels are those that are not the crowd's majority
+        return "\n".join(regime_lines(df, "training labels that differ from the crowd's majority"))
     if form == "reference":
         return "\n".join(reference_lines(df, "ce trained on the majority labels", "one annotator's vote"))
     missing = sorted({"difference", "ci_low", "ci_high", "verdict", "n_seeds"} - set(df.columns))

@@ -239,11 +239,11 @@ def reference_lines(vs: pd.DataFrame, reference: str, trained_on: str) -> list[s
     return lines
 
 
-def regime_lines(df: pd.DataFrame) -> list[str]:
+def regime_lines(df: pd.DataFrame, flipped: str = "flipped training labels") -> list[str]:
     """Markdown bullets stating notebook 04's per-run regime table (`comparison_*_regime`) method by
     method: the range over seeds of the peak (and its epochs) and of the last-epoch accuracy, the share
-    of flipped training labels fitted at the first and the last epoch, and how many runs still rise by
-    more than 1 point over their last 3 epochs."""
+    of `flipped` (wrong) training labels fitted at the first and the last epoch, how far the accuracy
+    moved over the last 3 epochs, and how many runs still rise by more than 1 point over them."""
     def span(values, fmt="{:.3f}") -> str:
         lo, hi = min(values), max(values)
         return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
@@ -254,7 +254,7 @@ def regime_lines(df: pd.DataFrame) -> list[str]:
         rising = int(g["still rising (> 1 point)"].astype(str).str.lower().eq("true").sum())
         fit = ""
         if "flipped labels fitted, last" in g and g["flipped labels fitted, last"].notna().all():
-            fit = (f"; flipped training labels fitted {span(g['flipped labels fitted, first'], '{:.2f}')} after "
+            fit = (f"; {flipped} fitted {span(g['flipped labels fitted, first'], '{:.2f}')} after "
                    f"epoch 1, {span(g['flipped labels fitted, last'], '{:.2f}')} at the last")
         swing = ""
         if "swing over last 3 epochs" in g:

@@ -184,7 +184,7 @@ def test_the_real_faces_blocks_are_refreshed_from_the_datasets_folder_only(tmp_p
     assert ("- poi trained on one annotator's vote: -0.090 [-0.090, -0.090] vs ce trained on the majority labels "
             "(below, 3 seeds).") in text
     assert "- ce trained on one annotator's vote: -0.050" in text
-    assert ("- ce (2 seeds): peak 0.660-0.670 (epochs 11-12), last 0.660-0.665; flipped training labels fitted 0.10 "
-            "after epoch 1, 0.30-0.40 at the last; moved 0.4-1.2 points over the last 3 epochs; 1 of 2 runs still "
-            "rising") in text
+    assert ("- ce (2 seeds): peak 0.660-0.670 (epochs 11-12), last 0.660-0.665; training labels that differ from "
+            "the crowd's majority fitted 0.10 after epoch 1, 0.30-0.40 at the last; moved 0.4-1.2 points over the "
+            "last 3 epochs; 1 of 2 runs still rising") in text
     assert text.count("\nold\n") == 1  # SynthFER's block untouched
