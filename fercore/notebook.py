@@ -186,10 +186,11 @@ FINDINGS = {"noise_sweep_last_acc": ("tables/noise_sweep_last_acc.csv", "table")
             # FERPlus in the real profile, one annotator's vote per training face (./reproduce.sh --dataset
             # ferplus --label-source one_vote --notebook 04,05,07): figures/ferplus/
             "ferplus_comparison": ("ferplus/tables/comparison_one_vote.csv", "table"),
-            "ferplus_vs_ce": ("ferplus/tables/comparison_one_vote_vs_ce.csv", "verdicts"),
+            "ferplus_vs_ce": ("ferplus/tables/comparison_one_vote_vs_ce.csv", "verdicts_real"),
             "ferplus_vs_clean": ("ferplus/tables/comparison_one_vote_vs_clean.csv", "reference"),
             "ferplus_regime": ("ferplus/tables/comparison_one_vote_regime.csv", "regime_real"),
             "ferplus_auroc": ("ferplus/tables/uncertainty_auroc.csv", "table"),
+            "ferplus_relabel": ("ferplus/tables/uncertainty_relabel.csv", "table"),
             "ferplus_ambiguity": ("ferplus/tables/uncertainty_ambiguity.csv", "ambiguity")}
 
 
@@ -212,6 +213,9 @@ def findings_block(name: str, fig_dir: str | Path) -> str:
         return "\n".join(regime_lines(df, "training labels that differ from the crowd's majority"))
     if form == "reference":
         return "\n".join(reference_lines(df, "ce trained on the majority labels", "one annotator's vote"))
+    if form == "verdicts_real":  # noise "none" on a dataset's real label noise is that noise: named by its source
+        source = Path(csv).stem.removeprefix("comparison_").removesuffix("_vs_ce")  # comparison_<source>_vs_ce
+        df = df.assign(noise=df["noise"].replace({"none": source}))
     missing = sorted({"difference", "ci_low", "ci_high", "verdict", "n_seeds"} - set(df.columns))
     if missing:
         raise ConfigError(f"{path}: no column(s) {missing}; expected a paired comparison "
