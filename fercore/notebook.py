@@ -125,7 +125,7 @@ def data_record(runs: str | Path, dataset: str) -> list[str]:
         train, test = data["train_fingerprint"][:16], data.get("test_fingerprint", "")[:16]
         seen[f"decoded images at {data.get('image_size')} px, {labels} labels{part}: train `{train}`, "
              f"test `{test}` (fercore's data fingerprints, env.json)"] = None
-    return list(seen)
+    return sorted(seen, key=lambda line: "an out-of-fold run" in line)  # the runs' own data first
 
 
 def write_index(fig_dir: str | Path, title: str = "Figures and tables", command: str = "",

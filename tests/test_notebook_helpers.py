@@ -136,7 +136,7 @@ def test_a_real_datasets_index_names_its_command_and_the_files_it_read(tmp_path)
     run("ferplus-ce-1", "ferplus", "1" * 64)
     run("ferplus-ce-2", "ferplus", "1" * 64)  # the same files: listed once
     run("ferplus-ce-3", "ferplus", "1" * 64, label_source="ferplus")
-    run("ferplus-ce-4", "ferplus", "1" * 64, fold=2)  # an out-of-fold run trains on a part: named as such
+    run("ferplus-ce-0", "ferplus", "1" * 64, fold=2)  # an out-of-fold run trains on a part: named as such, last
     run("rafdb-ce-1", "rafdb", "2" * 64)
     (tmp_path / "runs" / "broken").mkdir()
     (tmp_path / "runs" / "broken" / "env.json").write_text("{bad")
