@@ -9,7 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import ConfigError, DataError, NonFiniteLossError, Notice
+from .errors import ConfigError, DataError, NonFiniteLossError, Notice, notice
 
 
 def _train(args) -> None:
@@ -77,21 +77,38 @@ def read_image(path: Path, size: int):
     return decode(path, size)[0]
 
 
-def predict_table(run: str, files: list[Path], device: str = "cpu", batch_size: int = 64):
+def predict_table(run: str, files: list[Path], device: str = "cpu", batch_size: int = 64, strict: bool = False):
     """A pandas table, one row per image: predicted expression, its probability distribution and
-    whatever else the method estimates (importance, uncertainty, AUs, VA) from `Method.predict`."""
+    whatever else the method estimates (importance, uncertainty, AUs, VA) from `Method.predict`.
+    An image that cannot be read (damaged, too small, too large) gets a row with its reason in
+    `error` and one notice, and the others are predicted; `strict` (or no readable image at all)
+    raises the first such problem instead."""
     import pandas as pd
     import torch
 
     from .data.faceset import FaceSet
     from .engine import infer, resolve_device, restore
+    from .errors import DataError
 
     dev = resolve_device(device)
     cfg, method = restore(run, dev)
     facts = method.facts
-    images = torch.stack([read_image(f, facts.image_size) for f in files])
-    data = FaceSet(images=images, label=torch.zeros(len(files), dtype=torch.long), classes=tuple(facts.classes),
-                   ids=[str(f) for f in files], meta={"unlabelled": True})
+    decoded, errors = {}, {}
+    for f in files:
+        try:
+            decoded[f] = read_image(f, facts.image_size)
+        except DataError as e:
+            if strict:
+                raise
+            errors[f] = str(e)
+    if not decoded:
+        raise DataError(next(iter(errors.values())) if len(errors) == 1 else
+                        f"none of the {len(errors)} images could be read: " + "; ".join(errors.values()))
+    for reason in errors.values():
+        notice(f"not predicted: {reason}")
+    good = list(decoded)
+    data = FaceSet(images=torch.stack(list(decoded.values())), label=torch.zeros(len(good), dtype=torch.long),
+                   classes=tuple(facts.classes), ids=[str(f) for f in good], meta={"unlabelled": True})
     est = infer(method, data, cfg, dev, batch_size=batch_size)
     prob = est.pop("prob")
     rows = {"expression": [facts.classes[i] for i in prob.argmax(1).tolist()]}
@@ -103,20 +120,33 @@ def predict_table(run: str, files: list[Path], device: str = "cpu", batch_size: 
             sub = {"au": facts.au_names, "va": ["valence", "arousal"]}.get(name)
             sub = sub if sub and len(sub) == v.shape[1] else [str(j) for j in range(v.shape[1])]
             rows.update({f"{name}_{s}": v[:, j].tolist() for j, s in enumerate(sub)})
-    return pd.DataFrame({"file": [str(f) for f in files], **rows})
+    table = pd.DataFrame({"file": [str(f) for f in good], **rows})
+    if errors:  # the unreadable images in their place among the files, expression empty, the reason said
+        table["error"] = ""
+        bad = pd.DataFrame({"file": [str(f) for f in errors], "error": list(errors.values())})
+        order = {str(f): i for i, f in enumerate(files)}
+        table = pd.concat([table, bad], ignore_index=True)
+        table = table.iloc[table["file"].map(order).argsort(kind="stable")].reset_index(drop=True)
+    return table
 
 
-def _predict(args) -> None:
+def _predict(args) -> int:
     from .files import write_atomic
 
     if args.batch_size < 1:
         raise ConfigError(f"predict --batch-size must be >= 1, got {args.batch_size}")
-    table = predict_table(args.run, image_files(args.images), args.device, args.batch_size)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    table = predict_table(args.run, image_files(args.images), args.device, args.batch_size, strict=args.strict)
+    print(table.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.3f}"))
     if args.out:
         out = Path(args.out)
         write_atomic(out, table.to_json(orient="records", indent=2) if out.suffix == ".json"
                      else table.to_csv(index=False))
+    if "error" in table:
+        n = int((table["error"] != "").sum())
+        print(f"fercore: {n} of {len(table)} images could not be read and were not predicted (listed with their "
+              f"reason in the table's 'error' column); exit code 1", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _data_export(args) -> None:
@@ -268,6 +298,8 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
     pr.add_argument("--batch-size", type=int, default=64)
     pr.add_argument("--out", help="also write the table to this .csv or .json file")
+    pr.add_argument("--strict", action="store_true", help="stop at the first image that cannot be read "
+                                                          "(default: predict the others, list it, exit 1)")
     pr.set_defaults(func=_predict)
 
     pt = sub.add_parser("pretrain", help="fercore's own backbone pretraining on SynthFER (cached by its config)")

@@ -199,6 +199,18 @@ def csv_setup(bad_path: str):
     return setup
 
 
+def photo_folder(*damaged: str):
+    """scratch/dir holding a.png, b.png and c.png (40x40 faces); the `damaged` ones are not images."""
+    def setup(s, w, mp):
+        (s / "dir").mkdir()
+        for name in ("a.png", "b.png", "c.png"):
+            if name in damaged:
+                (s / "dir" / name).write_text("not a photo")
+            else:
+                shutil.copy(w.image, s / "dir" / name)
+    return setup
+
+
 def ferplus_setup(change: Callable[[Path], None] | None = None):
     """FERPlus in the layout its generator writes (scratch/fp: FER2013{Train,Valid,Test}/*.png + label.csv),
     then `change(fp)` damages it."""
@@ -431,6 +443,15 @@ CASES = [
     Case("predict-missing-file", lambda s, w: ["predict", w.run, s / "gone.png"], ("gone.png", "no such image")),
     Case("predict-folder-without-images", lambda s, w: ["predict", w.run, s / "dir"], ("no images found",),
          setup=lambda s, w, mp: (s / "dir").mkdir()),
+    # a folder with one damaged photo: the others are predicted, the damaged one listed (issue 21, case 6)
+    Case("predict-folder-with-one-damaged-photo", lambda s, w: ["predict", w.run, s / "dir", "--out", s / "p.csv"],
+         ("not predicted", "dir/b.png", "cannot decode", "1 of 3 images could not be read"), code=1, lines=0,
+         setup=photo_folder("b.png"), may_change="p.csv"),
+    Case("predict-strict-stops-at-a-damaged-photo", lambda s, w: ["predict", w.run, s / "dir", "--strict"],
+         ("dir/b.png", "cannot decode"), setup=photo_folder("b.png")),
+    Case("predict-every-photo-damaged", lambda s, w: ["predict", w.run, s / "dir"],
+         ("none of the 3 images could be read", "a.png", "b.png", "c.png"),
+         setup=photo_folder("a.png", "b.png", "c.png")),
     Case("predict-out-under-a-file", lambda s, w: ["predict", w.run, w.image, "--out", s / "afile" / "p.csv"],
          ("afile/p.csv", "cannot be written"), setup=lambda s, w, mp: (s / "afile").write_text("x")),
     # --- data: every image decoded, paths inside the root, the label line named ---
@@ -691,3 +712,20 @@ def test_a_table_says_which_runs_did_not_finish(world, tmp_path):
         df = run_table([world.run, unfinished])
     assert len(df) == 1 and df.attrs["unfinished"] == [f"{unfinished} (all 1 epochs trained, interrupted before "
                                                        f"its summary)"]
+
+
+def test_predict_writes_the_readable_photos_and_lists_the_damaged_one(world, tmp_path, capsys):
+    """Issue 21, case 6: predicting a folder is the normal use; one damaged photo costs only its own row."""
+    import pandas as pd
+
+    photo_folder("b.png")(tmp_path, world, None)
+    assert run_cli(["predict", world.run, tmp_path / "dir", "--out", tmp_path / "p.csv"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("fercore: notice: not predicted:") == 1 and "b.png" in err
+    table = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
+    assert [Path(f).name for f in table["file"]] == ["a.png", "b.png", "c.png"]  # the files' order
+    assert (table["error"] == "").tolist() == [True, False, True] and "cannot decode" in table["error"][1]
+    assert table["expression"][0] != "" and table["expression"][1] == ""
+    assert table.loc[0, "expression"] == table.loc[2, "expression"]  # the same photo twice, the same answer
+    p = table.filter(like="p_")
+    assert abs(float(p.iloc[0].astype(float).sum()) - 1) < 1e-4 and (p.iloc[1] == "").all()
