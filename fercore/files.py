@@ -42,9 +42,19 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def lf_text(raw: bytes) -> bytes:
+    """A text file's bytes as saved on Linux: without a UTF-8 byte-order mark, CRLF converted to LF."""
+    return raw.removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n")
+
+
+def lf_sha256(path: str | Path) -> str:
+    """sha256 of `lf_text` of a file: a copy saved on Windows hashes as the published LF file does."""
+    return hashlib.sha256(lf_text(Path(path).read_bytes())).hexdigest()
+
+
 def normalised_sha256(path: str | Path) -> str:
-    """sha256 after converting CRLF to LF and dropping final newlines (docs/datasets.md#21-layout)."""
-    return hashlib.sha256(Path(path).read_bytes().replace(b"\r\n", b"\n").rstrip(b"\n")).hexdigest()
+    """sha256 after `lf_text` and dropping final newlines (docs/datasets.md#21-layout)."""
+    return hashlib.sha256(lf_text(Path(path).read_bytes()).rstrip(b"\n")).hexdigest()
 
 
 def sha256_text(text: str, length: int = 64) -> str:

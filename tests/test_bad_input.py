@@ -189,6 +189,24 @@ def raf_setup(corrupt: int | None = None):
     return setup
 
 
+RAF = ["data.dataset=rafdb", "data.data_root={s}/raf", "data.n_train=0", "data.n_test=0"]
+
+
+def raf_saved(change: Callable[[bytes], bytes]):
+    """The world's RAF-DB copy with its label file's bytes changed (as an editor on another system saves it)."""
+    def setup(s, w, mp):
+        raf_setup()(s, w, mp)
+        f = s / "raf" / "EmoLabel" / "list_patition_label.txt"
+        damage(f, change(f.read_bytes()))
+    return setup
+
+
+def csv_bom(s, w, mp):
+    fx.write_csvlist(s / "csv", *w.faces)
+    f = s / "csv" / "train.csv"
+    damage(f, b"\xef\xbb\xbf" + f.read_bytes())
+
+
 def csv_setup(bad_path: str):
     def setup(s, w, mp):
         fx.write_csvlist(s / "csv", *w.faces)
@@ -467,6 +485,14 @@ CASES = [
          ("--decode",), setup=raf_setup()),
     Case("train-corrupt-jpeg", train("data.dataset=rafdb", "data.data_root={s}/raf", "data.n_train=0", "data.n_test=0"),
          ("train_00005_aligned.jpg", "list_patition_label.txt:5"), setup=raf_setup(corrupt=5)),
+    # a label file saved on Windows (CRLF, a byte-order mark) is read as its LF text, said once (issue 21, case 8)
+    Case("rafdb-label-file-saved-on-windows", train(*RAF), ("list_patition_label.txt", "CRLF line endings",
+                                                            "byte-order mark", "saved on Windows"),
+         code=0, lines=0, setup=raf_saved(lambda b: b"\xef\xbb\xbf" + b.replace(b"\n", b"\r\n")), may_change="runs"),
+    Case("csv-list-saved-with-a-bom", train(*CSV), ("train.csv", "byte-order mark"), code=0, lines=0,
+         setup=csv_bom, may_change="runs"),
+    Case("rafdb-label-file-lone-cr", train(*RAF), ("list_patition_label.txt:1", "a CR without LF"),
+         setup=raf_saved(lambda b: b.replace(b"\n", b"\r", 1))),
     Case("csv-path-with-dot-dot", train(*CSV), ("train.csv:3", "../outside.png", "leaves the data root"),
          setup=csv_setup("../outside.png")),
     Case("csv-absolute-path", train(*CSV),

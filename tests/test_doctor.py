@@ -44,13 +44,13 @@ def test_clean_rafdb_copy(tmp_path, faces):
 def test_line_ending_normalised_hash_is_reported(tmp_path, faces):
     fx.write_rafdb(tmp_path, *faces)
     path = tmp_path / "EmoLabel" / "list_patition_label.txt"
-    lf = hashlib.sha256(path.read_bytes()).hexdigest()
-    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n") + b"\r\n")
+    lf = path.read_bytes()
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))  # saved on Windows
     r = doctor("rafdb", tmp_path)
     f = next(f for f in r.files if f["name"] == "list_patition_label.txt")
-    assert f["sha256_lf"] == lf != f["sha256"]
-    assert r.problems[0].endswith("list_patition_label.txt:1: CRLF line ending; fercore reads LF files (the published "
-                                  "hashes are of LF files): convert with `sed -i 's/\\r$//' FILE`")
+    assert f["sha256_lf"] == hashlib.sha256(lf.rstrip(b"\n")).hexdigest()
+    assert f["sha256"] != hashlib.sha256(lf).hexdigest()
+    assert r.ok, r.problems  # read as its LF text (issue 21, case 8)
 
 
 def test_damaged_copy_lists_every_problem_with_file_and_line(tmp_path, faces):

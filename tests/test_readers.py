@@ -509,10 +509,37 @@ def test_malformed_label_lines(raf, text, message):
         read("rafdb", raf)
 
 
-def test_crlf_label_file(raf):
-    label_file(raf).write_bytes(label_file(raf).read_bytes().replace(b"\n", b"\r\n"))
-    with pytest.raises(DataError, match=r"list_patition_label.txt:1: CRLF line ending"):
+@pytest.mark.parametrize("saved", ["crlf", "bom", "crlf+bom"])
+def test_a_label_file_saved_on_windows_reads_as_its_lf_text_with_one_notice(raf, saved):
+    """Issue 21, case 8: CRLF line endings and a UTF-8 byte-order mark are accepted, said once."""
+    from fercore.errors import Notice
+
+    lf = label_file(raf).read_bytes()
+    before = read("rafdb", raf)
+    data = lf.replace(b"\n", b"\r\n") if "crlf" in saved else lf
+    label_file(raf).write_bytes((b"\xef\xbb\xbf" if "bom" in saved else b"") + data)
+    with pytest.warns(Notice) as caught:
+        after = read("rafdb", raf)
+    said = [str(w.message) for w in caught if issubclass(w.category, Notice) and "saved on Windows" in str(w.message)]
+    assert len(said) == 1 and "list_patition_label.txt" in said[0], said
+    assert ("CRLF" in said[0]) == ("crlf" in saved) and ("byte-order mark" in said[0]) == ("bom" in saved)
+    for a, b in zip(before, after):
+        assert a.ids == b.ids and torch.equal(a.label, b.label)
+
+
+def test_a_lone_cr_is_still_refused_naming_the_line(raf):
+    label_file(raf).write_bytes(label_file(raf).read_bytes().replace(b"\n", b"\r", 2))
+    with pytest.raises(DataError, match=r"list_patition_label.txt:1: a CR without LF"):
         read("rafdb", raf)
+
+
+def test_published_hashes_are_checked_on_the_lf_text(tmp_path):
+    from fercore.files import lf_sha256, normalised_sha256, sha256_file
+
+    (tmp_path / "lf.txt").write_bytes(b"a 1\nb 2\n")
+    (tmp_path / "win.txt").write_bytes(b"\xef\xbb\xbfa 1\r\nb 2\r\n")
+    assert sha256_file(tmp_path / "lf.txt") == lf_sha256(tmp_path / "win.txt") != sha256_file(tmp_path / "win.txt")
+    assert normalised_sha256(tmp_path / "lf.txt") == normalised_sha256(tmp_path / "win.txt")
 
 
 def test_missing_folder_and_file(raf):

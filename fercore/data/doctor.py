@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
-from ..files import normalised_sha256, sha256_file
+from ..files import lf_sha256, normalised_sha256, sha256_file
 from .classes import CODINGS, PROTOCOL_CODING, mapping_table
 from .noise import EAC_NOISE
 from .readers import SCANNERS
@@ -127,7 +127,7 @@ def _file_verdict(name: str, path: Path) -> dict:
         verdict = "(no published hash)"
     elif raw == known:
         verdict = "matches the published file"
-    elif lf == known:
+    elif known in (lf, lf_sha256(path)):
         verdict = "matches the published file after normalising line endings"
     else:
         verdict = "DIFFERS from the published file"

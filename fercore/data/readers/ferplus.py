@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ...config import DataConfig
-from ...files import sha256_file
+from ...files import lf_sha256, sha256_file
 from ..classes import CLASSES, CODINGS, FERPLUS_COLUMNS, protocol_classes, resolve_protocol
 from .toolkit import PixelRow, Problems, Scan, Split, read_csv, read_lines, require_dir
 
@@ -180,13 +180,14 @@ def _vote_path(root: Path, cfg: DataConfig) -> Path:
 def version_of(path: Path) -> tuple[str, str]:
     """(sha256, which published vote file it is) of a vote file."""
     digest = sha256_file(path)
-    return digest, VOTE_VERSIONS.get(digest, ("", "not a published version (edited, a subset, or a fixture)"))[1]
+    known = VOTE_VERSIONS.get(digest) or VOTE_VERSIONS.get(lf_sha256(path))  # a copy saved on Windows too
+    return digest, (known or ("", "not a published version (edited, a subset, or a fixture)"))[1]
 
 
 def _new_rows(path: Path, problems: Problems) -> list[Row]:
     """The rows of a fer2013new.csv-style vote file (a refused file gives none)."""
     if path.is_file():
-        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
             if tuple(next(csv.reader(f), [])) == OLD_VOTE_HEADER:
                 problems.add(f"{path}:1", "this is the 2016 fer2013new.csv without the 'Image name' column; fercore "
                              "reads the March 2017 file (docs/datasets.md#51-vote-file)")

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import DataError
+from ...errors import DataError, notice
+
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark some Windows editors write first
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -40,19 +42,29 @@ class Problems:
 
 
 def read_lines(path: Path, problems: Problems, allow_crlf: bool = False) -> list[tuple[int, str]]:
-    """(1-based line number, text) of a UTF-8 text file with LF endings; one final newline is
-    allowed. CR characters (unless `allow_crlf`), undecodable bytes and empty lines are problems
-    naming the line."""
+    """(1-based line number, text) of a UTF-8 text file; one final newline is allowed. A file saved
+    on Windows (CRLF line endings, a UTF-8 byte-order mark) is read as its LF-normalised text with one
+    notice (none for CRLF where the format's own writer uses it: `allow_crlf`); the published-hash
+    check is on that normalised text (`files.normalised_sha256`). A lone CR, undecodable bytes and
+    empty lines are problems naming the line."""
     if not path.is_file():
         problems.add(path, "label file missing")
         return []
     raw = path.read_bytes()
-    if allow_crlf:
+    saved_on_windows = []
+    if raw.startswith(BOM):
+        raw = raw[len(BOM):]
+        saved_on_windows.append("a UTF-8 byte-order mark")
+    if b"\r\n" in raw:
         raw = raw.replace(b"\r\n", b"\n")
+        if not allow_crlf:
+            saved_on_windows.append("CRLF line endings")
+    if saved_on_windows:
+        notice(f"{path}: read with {' and '.join(saved_on_windows)} (a file saved on Windows) as its LF text")
     if b"\r" in raw:
         line = raw[:raw.index(b"\r")].count(b"\n") + 1
-        problems.add(f"{path}:{line}", "CRLF line ending; fercore reads LF files (the published hashes are of "
-                     "LF files): convert with `sed -i 's/\\r$//' FILE`")
+        problems.add(f"{path}:{line}", "a CR without LF (a classic Mac line ending); fercore reads LF or CRLF "
+                     "files: convert with `sed -i 's/\\r/\\n/g' FILE`")
         raw = raw.replace(b"\r", b"")
     try:
         text = raw.decode("utf-8")
@@ -72,6 +84,11 @@ def read_lines(path: Path, problems: Problems, allow_crlf: bool = False) -> list
     return out
 
 
+def has_bom(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(BOM)) == BOM
+
+
 def read_csv(path: Path, problems: Problems, *, header: tuple[str, ...] | None = None,
              required: tuple[str, ...] = (),
              what: str = "label file") -> tuple[list[str], list[tuple[str, list[str] | None]] | None]:
@@ -84,9 +101,11 @@ def read_csv(path: Path, problems: Problems, *, header: tuple[str, ...] | None =
         return [], None
     rows: list[tuple[str, list[str] | None]] = []
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # CSV: LF or CRLF rows both valid
             reader = csv.reader(f)
             got = next(reader, [])
+            if has_bom(path):
+                notice(f"{path}: read with a UTF-8 byte-order mark (a file saved on Windows); the mark is ignored")
             if header is not None and tuple(got) != tuple(header):
                 problems.add(f"{path}:1", f"header {','.join(got)!r} differs from {','.join(header)!r}")
                 return got, None
