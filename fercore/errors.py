@@ -27,3 +27,23 @@ def notice(message: str) -> None:
     import warnings
 
     warnings.warn(message, Notice, stacklevel=2)
+
+
+def _format_warning(message, category, filename, lineno, line=None, _library=None):
+    """A `Notice` reads as the CLI prints it, `fercore: notice: ...`, wherever Python shows it (a
+    notebook, a sweep worker, a script); any other warning keeps Python's format."""
+    if isinstance(category, type) and issubclass(category, Notice):
+        return f"fercore: notice: {message}\n"
+    return _library(message, category, filename, lineno, line)
+
+
+def install_notice_format() -> None:
+    """Called once on `import fercore`."""
+    import functools
+    import warnings
+
+    if getattr(warnings.formatwarning, "_fercore", False):
+        return
+    fmt = functools.partial(_format_warning, _library=warnings.formatwarning)
+    fmt._fercore = True
+    warnings.formatwarning = fmt

@@ -32,8 +32,10 @@ import json
 import multiprocessing
 import os
 import statistics
+import sys
 import time
 import traceback
+import warnings
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,7 +44,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .config import METHOD_PARAMS, PROFILES, RunConfig, build_config, identity_of, load_yaml, raise_problems
-from .errors import ConfigError, RunError
+from .errors import ConfigError, Notice, RunError
 from .files import write_atomic
 from .rundir import RunDir, code_hash
 
@@ -205,6 +207,7 @@ class CellResult:
     seconds: float = 0.0
     error: str = ""
     last_acc: float | None = None
+    notices: list[str] = field(default_factory=list)  # what the cell's run said, each once, in order
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -214,28 +217,37 @@ class CellResult:
 
 def run_cell(cell: Cell, threads: int = 0, device: str = "") -> CellResult:
     """Train (or reuse, or resume) one cell in this process; an exception becomes a failed result.
-    `threads` and `device` are the worker's own settings: they do not change the cell's name."""
+    `threads` and `device` are the worker's own settings: they do not change the cell's name. The
+    notices the cell raises are collected, each once, into `CellResult.notices`: the sweep prints
+    them as `fercore: notice:` lines beside the cell's line, in whichever process the cell ran."""
     t0 = time.perf_counter()
     run_dir = ""
-    try:
-        from .engine import fit  # the engine is imported in the worker that trains
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Notice)
+        try:
+            from .engine import fit  # the engine is imported in the worker that trains
 
-        name = cell.config().cell_name()
-        extra = [f"name={name}", "train.progress=false"]
-        extra += ([f"train.num_threads={threads}"] if threads else []) + ([f"device={device}"] if device else [])
-        cfg = build_config(cell.profile, overrides=[*cell.overrides, *extra])
-        rd = RunDir(Path(cfg.out_dir) / cfg.run_name)
-        run_dir = str(rd.path)
-        mode = _mode(rd, cfg)
-        before = _stamp(rd)
-        fit(cfg, if_exists=mode)
-        status = "resumed" if mode == "resume" else ("reused" if before is not None and _stamp(rd) == before
-                                                     else "trained")
-        return CellResult(cell, status, run_dir, time.perf_counter() - t0,
-                          last_acc=rd.summary["last"].get("test_acc"))
-    except Exception as e:  # noqa: BLE001 - a failing cell is recorded, the sweep goes on
-        tail = "".join(traceback.format_exception_only(type(e), e)).strip().splitlines()[-1]
-        return CellResult(cell, "failed", run_dir, time.perf_counter() - t0, error=tail)
+            name = cell.config().cell_name()
+            extra = [f"name={name}", "train.progress=false"]
+            extra += ([f"train.num_threads={threads}"] if threads else []) + ([f"device={device}"] if device else [])
+            cfg = build_config(cell.profile, overrides=[*cell.overrides, *extra])
+            rd = RunDir(Path(cfg.out_dir) / cfg.run_name)
+            run_dir = str(rd.path)
+            mode = _mode(rd, cfg)
+            before = _stamp(rd)
+            fit(cfg, if_exists=mode)
+            status = "resumed" if mode == "resume" else ("reused" if before is not None and _stamp(rd) == before
+                                                         else "trained")
+            result = CellResult(cell, status, run_dir, time.perf_counter() - t0,
+                                last_acc=rd.summary["last"].get("test_acc"))
+        except Exception as e:  # noqa: BLE001 - a failing cell is recorded, the sweep goes on
+            tail = "".join(traceback.format_exception_only(type(e), e)).strip().splitlines()[-1]
+            result = CellResult(cell, "failed", run_dir, time.perf_counter() - t0, error=tail)
+    for w in caught:  # a library's warning goes on as it came; fercore's notices are the cell's, once each
+        if not issubclass(w.category, Notice):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    result.notices = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, Notice)))
+    return result
 
 
 def train(profile: str, overrides: list[str]) -> RunDir:
@@ -354,24 +366,30 @@ def plan_text(rows: list[dict], workers: int) -> str:
     return "\n".join(lines)
 
 
-def _prepare_data(cells: list[Cell]) -> None:
+def _prepare_data(cells: list[Cell]) -> list[str]:
     """Generate or decode each distinct dataset, and train each distinct `pretrain:` backbone, once
-    before the workers start (they then read the caches)."""
+    before the workers start (they then read the caches). Returns the notices raised, each once."""
     from .data.datasets import load_dataset
     from .pretrain import PREFIX, resolve
 
     seen = set()
-    for cell in cells:
-        cfg = cell.config()
-        key = json.dumps(asdict(cfg.data), sort_keys=True, default=str)
-        if key not in seen:
-            seen.add(key)
-            load_dataset(cfg.data)
-        weights = (cfg.model.weights, cfg.model.backbone)
-        if cfg.model.weights.startswith(PREFIX) and weights not in seen:
-            seen.add(weights)
-            with contextlib.suppress(ConfigError):  # e.g. an unknown backbone: its cells fail, each with the error
-                resolve(*weights)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Notice)
+        for cell in cells:
+            cfg = cell.config()
+            key = json.dumps(asdict(cfg.data), sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                load_dataset(cfg.data)
+            weights = (cfg.model.weights, cfg.model.backbone)
+            if cfg.model.weights.startswith(PREFIX) and weights not in seen:
+                seen.add(weights)
+                with contextlib.suppress(ConfigError):  # e.g. an unknown backbone: its cells fail, each with the error
+                    resolve(*weights)
+    for w in caught:
+        if not issubclass(w.category, Notice):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, Notice)))
 
 
 def _worker_init() -> None:
@@ -424,8 +442,20 @@ def run(grid: Grid, *, workers: int = 1, backend: str = "local", out_dir: str | 
         grid = Grid(**{**asdict(grid), "base": {**grid.base, "out_dir": out_dir}})
     cells = grid.cells()
     summary_path = Path(cells[0].config().out_dir if cells else (out_dir or "runs")) / "sweeps" / f"{grid.name}.json"
-    _prepare_data(cells)
     results: list[CellResult | None] = [None] * len(cells)
+    said: set[str] = set()
+
+    def say(text: str, where: str = "") -> None:
+        """A notice in the CLI's one-line format, in whichever process it was raised; each text once per
+        sweep (a dataset's notice is every cell's: the summary JSON keeps each cell's own list)."""
+        if text in said:
+            return
+        said.add(text)
+        line = f"fercore: notice: {where}{text}"
+        tqdm.write(line, file=sys.stderr) if progress else print(line, file=sys.stderr, flush=True)
+
+    for text in _prepare_data(cells):
+        say(text)
     bar = tqdm(total=len(cells), desc=f"sweep {grid.name}", disable=not progress)
 
     def done(i: int, r: CellResult) -> None:
@@ -434,6 +464,8 @@ def run(grid: Grid, *, workers: int = 1, backend: str = "local", out_dir: str | 
         acc = f" last acc {r.last_acc:.4f}" if r.last_acc is not None else ""
         msg = f"{r.status:8s} {r.cell.label}{acc} ({r.seconds:.0f} s)" + (f": {r.error}" if r.error else "")
         tqdm.write(msg) if progress else print(msg, flush=True)
+        for text in r.notices:
+            say(text, f"{r.cell.label}: ")
         _write_summary(summary_path, grid, results)
 
     if backend == "submitit":

@@ -223,3 +223,34 @@ def test_a_notebooks_single_run_trains_on_one_thread_as_a_sweep_worker_does(tmp_
     assert other.path.name == rd.path.name
     assert other.metrics()["train_loss"].tolist() == rd.metrics()["train_loss"].tolist()
     assert other.summary["last"]["test_acc"] == rd.summary["last"]["test_acc"]
+
+
+def test_worker_notices_are_the_clis_one_line_once(tmp_path, synth_small, capfd):
+    """Issue 21, case 7: a notice raised in a worker (or while the data is prepared) is printed as the
+    CLI prints it, `fercore: notice: ...`, once, not as a Python warning with its source line echoed;
+    each cell's own notices are kept in the sweep's summary JSON."""
+    import fixtures as fx
+
+    fx.write_rafdb(tmp_path / "raf", synth_small[0].subset(range(24)), synth_small[1].subset(range(12)))
+    base = {**TINY, "data": {**TINY["data"], "dataset": "rafdb", "data_root": str(tmp_path / "raf"), "n_train": 500,
+                             "n_test": 0}, "train": {**TINY["train"], "epochs": 1}, "out_dir": str(tmp_path / "runs")}
+    g = Grid(profile="smoke", methods=["ce"], noise=["none"], seeds=[0, 1], base=base, name="t")
+    result = run(g, workers=2, progress=False)
+    assert [r.status for r in result.results] == ["trained", "trained"], result.summary()
+    err = capfd.readouterr().err
+    said = [line for line in err.splitlines() if "asks for more than the 24 images" in line]
+    assert len(said) == 1 and said[0].startswith("fercore: notice: data.n_train=500"), err
+    assert "Notice:" not in err and "notice(f" not in err, err
+    cells = json.loads(result.path.read_text())["cells"]
+    assert all(any("asks for more than the 24 images" in n for n in c["notices"]) for c in cells), cells
+
+
+def test_a_notice_reads_as_the_cli_prints_it_wherever_python_shows_it():
+    """A notebook (or a worker, or a script) shows a notice as the CLI's one line, not file:line and
+    the source line; other warnings keep Python's format."""
+    import warnings
+
+    from fercore.errors import Notice
+
+    assert warnings.formatwarning("using all 24", Notice, "assemble.py", 54) == "fercore: notice: using all 24\n"
+    assert warnings.formatwarning("odd", UserWarning, "x.py", 3).startswith("x.py:3: UserWarning: odd")
