@@ -20,6 +20,7 @@ import json
 import math
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -189,6 +190,10 @@ class DataConfig:
                        f"{self.layout!r} with dataset {self.dataset!r}")
         if self.decode_device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", self.decode_device):
             out.append(f"config key '{key}decode_device' must be cpu or cuda[:N], got {self.decode_device!r}")
+        for name, check_value in VALUE_CHECKS.items():  # e.g. the noise grammar: with the config, not with the data
+            problem = check_value(getattr(self, name))
+            if problem:
+                out.append(problem)
         return out
 
 
@@ -384,6 +389,9 @@ RECIPES: dict[str, dict] = {
 
 # Method name -> its Params dataclass; filled by fercore.methods.register (one entry per method).
 METHOD_PARAMS: dict[str, type] = {}
+# DataConfig field -> a check of its value (the problem's text, or "") that a layer above owns: filled by
+# fercore.data.noise (the noise protocols' grammar), so `build_config` refuses a bad setting before any work.
+VALUE_CHECKS: dict[str, Callable[[Any], str]] = {}
 
 
 def register_params(name: str, params: type) -> None:

@@ -31,6 +31,7 @@ from .data.augment import Augment
 from .data.datasets import load_dataset
 from .data.faceset import FaceSet
 from .data.loader import Loader
+from .data.noise import missing_file as missing_noise_file
 from .distributed import Dist
 from .errors import ConfigError, NonFiniteLossError, RunError, notice
 from .methods import get_method
@@ -352,6 +353,9 @@ def fit(cfg: RunConfig, data: tuple[FaceSet, FaceSet] | None = None, *, if_exist
     backbone_problem = unknown_model(cfg.model.backbone, "model.backbone")
     if backbone_problem is not None:  # before the data is generated or decoded into the cache
         raise backbone_problem
+    noise_problem = missing_noise_file(cfg.data.noise, cfg.data.data_root)
+    if noise_problem is not None and data is None:  # so is a noise file that is not there
+        raise noise_problem
     d, device = _setup_process(cfg)
     seed_everything(cfg.seed)
     train, test = data if data is not None else _load_data(cfg, d)

@@ -271,6 +271,13 @@ def affectnet_setup(s, w, mp):
     f.write_text("\n".join(lines) + "\n")
 
 
+def no_data_built(s, w, mp):
+    """Building the data fails the case: its problem must be found before (an internal error, exit 1)."""
+    def built(*a, **k):
+        raise AssertionError("the data was built before the bad input was found")
+    mp.setattr("fercore.engine.load_dataset", built)
+
+
 def readonly_setup(s, w, mp):
     (s / "ro").mkdir()
     os.chmod(s / "ro", 0o555)
@@ -330,6 +337,11 @@ CASES = [
     Case("float-not-a-number", train("optim.lr=fast"), ("optim.lr", "float", "fast")),
     Case("unknown-noise", train("data.noise=bogus"), ("data.noise", "bogus")),
     Case("noise-rate-out-of-range", train("data.noise=sym:1.5"), ("data.noise", "1.5")),
+    # a noise setting is checked with the config, before any data is generated or decoded (issue 21, case 9)
+    Case("noise-pairs-checked-before-the-data", train("data.noise=asym:0.3:happy>nope"),
+         ("data.noise", "unknown expression name 'nope'"), setup=no_data_built),
+    Case("noise-file-missing-said-before-the-data", train("data.noise=file:{s}/nope.txt"),
+         ("data.noise=file:", "nope.txt not found"), setup=no_data_built),
     Case("name-dot-dot", train("name=.."), ("'name'", "one path component")),
     Case("overwrite-name-dot-dot", train("name=..", "--overwrite"), ("'name'", "one path component"),
          setup=lambda s, w, mp: ((s / "runs").mkdir(), (s / "mine.txt").write_text("the parent of out_dir\n"))),

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..config import VALUE_CHECKS
 from ..errors import DataError
 from .classes import CODINGS, canonical_name
 from .faceset import FaceSet
@@ -243,6 +244,31 @@ register(Protocol("none", "none", lambda spec, rest: NoiseSpec("none"), _flip_no
 register(Protocol("sym", "sym:<rate>", _parse_sym, _flip_sym, seeded=True))
 register(Protocol("asym", "asym:<rate>[:a>b,...]", _parse_asym, _flip_asym, seeded=True))
 register(Protocol("file", "eac10|eac20|eac30 or file:<path>", _parse_file, _flip_file, aliases=tuple(EAC_NOISE)))
+
+
+def _spec_problem(spec: str) -> str:
+    try:
+        parse_spec(spec)
+    except ValueError as e:
+        return str(e)
+    return ""
+
+
+VALUE_CHECKS["noise"] = _spec_problem  # build_config checks every data.noise with this grammar
+
+
+def missing_file(spec: str, data_root: str = "") -> DataError | None:
+    """The problem with a `file:<path>` noise setting whose file is absent (as given, and under the
+    data root, where `_flip_file` also looks), for `fit` to raise before any data is generated or
+    decoded; None otherwise (the published EAC files are checked with their hash when read)."""
+    s = parse_spec(spec)
+    if s.kind != "file" or s.sha256:
+        return None
+    path = Path(s.path)
+    if path.is_file() or (data_root and not path.is_absolute() and (Path(data_root) / path).is_file()):
+        return None
+    where = f" (nor under data.data_root={data_root})" if data_root and not path.is_absolute() else ""
+    return DataError(f"data.noise={spec}: noise label file {path} not found{where}")
 
 
 def inject(train: FaceSet, spec: str, seed: int) -> FaceSet:
