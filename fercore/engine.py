@@ -455,11 +455,35 @@ def _initial_diagnostics(train: FaceSet) -> dict[str, np.ndarray]:
     return out
 
 
-def _resume(rd: RunDir, method: Method, opt, sched, state: TrainState, d: Dist, device: torch.device,
-            ema=None) -> tuple[int, list[dict], dict[str, np.ndarray] | None]:
-    """Load the last checkpoint into the method (and its moving average), optimiser, scheduler, labels and
-    RNGs; returns the epoch to start from, the history so far and the diagnostics so far (None: start afresh)."""
+RESUME_KEYS = ("epoch", "model", "optimizer", "scheduler", "labels", "step", "relabels", "history", "rng")
+
+
+def _resumable_checkpoint(rd: RunDir, method: Method, cfg: RunConfig, device: torch.device) -> dict | None:
+    """The run's last checkpoint, read back and checked against the method before any file is written:
+    every state `_resume` loads is there and the weights fit the model; else a RunError naming the file.
+    None: no checkpoint (the run starts afresh)."""
     ckpt = rd.load_checkpoint(map_location=device)
+    if ckpt is None:
+        return None
+    path = rd.file("checkpoint.pt")
+    missing = [k for k in (*RESUME_KEYS, *(("ema",) if cfg.train.ema else ())) if k not in ckpt]
+    own = method.state_dict()
+    weights = ckpt["model"] if isinstance(ckpt["model"], dict) else {}
+    unfit = [k for k, v in own.items() if k not in weights or getattr(weights[k], "shape", None) != v.shape]
+    unfit += [k for k in weights if k not in own]
+    if missing or unfit:
+        why = (f"it lacks {', '.join(missing)}" if missing else
+               f"its weights do not fit the model ({len(unfit)} tensors differ, e.g. {unfit[0]})")
+        raise RunError(f"{path}: cannot be resumed ({why}); the file is damaged: start the run again with "
+                       f"--overwrite")
+    return ckpt
+
+
+def _resume(rd: RunDir, ckpt: dict | None, method: Method, opt, sched, state: TrainState, d: Dist,
+            ema=None) -> tuple[int, list[dict], dict[str, np.ndarray] | None]:
+    """Load the last checkpoint (read and checked by `_resumable_checkpoint`) into the method (and its
+    moving average), optimiser, scheduler, labels and RNGs; returns the epoch to start from, the history
+    so far and the diagnostics so far (None: start afresh)."""
     if ckpt is None:
         return 0, [], None
     try:
@@ -577,6 +601,8 @@ def _fit_locked(cfg: RunConfig, rd: RunDir, train: FaceSet, test: FaceSet, if_ex
     method = get_method(cfg.method)(cfg, train)      # data-dependent checks happen here, before any file
     weights = _load_weights(method, cfg, d) if cfg.model.weights else None
     resume = if_exists == "resume" and rd.started
+    # a checkpoint that cannot be resumed is refused before config.json and env.json are rewritten
+    ckpt = _resumable_checkpoint(rd, method, cfg, device) if resume else None
     if d.main:
         if why is not None:
             hint = " (--resume would continue it)" if not rd.finished else ""
@@ -599,7 +625,7 @@ def _fit_locked(cfg: RunConfig, rd: RunDir, train: FaceSet, test: FaceSet, if_ex
     if d.active:
         loader = distributed.ShardedLoader(loader, d)
     log = SampleLog(train, device)
-    start, history, diagnostics = (_resume(rd, method, opt, sched, state, d, device, ema) if resume
+    start, history, diagnostics = (_resume(rd, ckpt, method, opt, sched, state, d, ema) if resume
                                    else (0, [], None))
     diagnostics = diagnostics or _initial_diagnostics(train)
     tb = writer(str(rd.tensorboard_dir())) if writer is not None and d.main else None

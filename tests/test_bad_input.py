@@ -428,15 +428,21 @@ CASES = [
          setup=on_run({"checkpoint.pt": lambda rd: (rd / "checkpoint.pt").read_bytes()[:5000]})),
     Case("predict-config-not-json", lambda s, w: ["predict", s / "run", w.image], ("run/config.json",),
          setup=on_run({"config.json": b"\xff\xfe"})),
+    # --resume on a damaged checkpoint fails before config.json/env.json are rewritten (issue 21, case 9):
+    # nothing in the run changes
     Case("resume-truncated-checkpoint", lambda s, w: [*TRAIN, f"out_dir={s}", "name=run", "--resume"],
-         ("run/checkpoint.pt", "truncated"), may_change="run",
+         ("run/checkpoint.pt", "truncated"),
          setup=on_run({"checkpoint.pt": lambda rd: (rd / "checkpoint.pt").read_bytes()[:5000]}, unfinished=True)),
+    Case("resume-checkpoint-of-another-model", lambda s, w: [*TRAIN, f"out_dir={s}", "name=run", "--resume"],
+         ("run/checkpoint.pt", "cannot be resumed", "weights do not fit the model"),
+         setup=on_run({"checkpoint.pt": checkpoint_with(lambda b: {**b, "model": {"w": torch.zeros(3)}})},
+                      unfinished=True)),
     Case("resume-config-not-json", lambda s, w: [*TRAIN, f"out_dir={s}", "name=run", "--resume"],
          ("run/config.json", "not valid JSON"), setup=on_run({"config.json": b"{oops"}, unfinished=True)),
     Case("reuse-config-not-json", lambda s, w: [*TRAIN, f"out_dir={s}", "name=run", "--reuse"],
          ("run/config.json", "not valid JSON"), setup=on_run({"config.json": b"{oops"})),
     Case("resume-checkpoint-missing-state", lambda s, w: [*TRAIN, f"out_dir={s}", "name=run", "--resume"],
-         ("run/checkpoint.pt", "cannot be resumed", "optimizer"), may_change="run",
+         ("run/checkpoint.pt", "cannot be resumed", "it lacks optimizer"),
          setup=on_run({"checkpoint.pt": checkpoint_with(lambda b: {k: v for k, v in b.items() if k != "optimizer"})},
                       unfinished=True)),
     # --- a run used on data it was not trained for ---
