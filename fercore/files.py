@@ -134,7 +134,12 @@ def write_failure(path: Path, error: BaseException, written: int = 0) -> WriteEr
     hint = {errno.ENOTDIR: "a file stands where a folder should be: choose another folder",
             errno.EACCES: "the folder is not writable: choose a writable one",
             errno.EROFS: "the file system is read-only: choose a writable folder",
-            errno.EPERM: "the folder is not writable: choose a writable one"}.get(
+            errno.EPERM: "the folder is not writable: choose a writable one",
+            # not a full disk: the file met a size limit (the process's `ulimit -f`, or the file system's own,
+            # e.g. 4 GiB on FAT32), or the user's quota is used up
+            errno.EFBIG: "the file is over a size limit (the process's `ulimit -f`, or the file system's own, "
+                         "e.g. 4 GiB per file on FAT32): raise the limit or choose another file system",
+            errno.EDQUOT: "your disk quota there is used up: free some of your files or choose another folder"}.get(
         code, "free some space (or choose another folder)")
     return WriteError(f"{path}: cannot be written ({why}; {free}); nothing was left half-written: "
                       f"{hint}, then run the command again")

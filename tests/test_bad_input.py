@@ -291,16 +291,22 @@ def readonly_setup(s, w, mp):
         mp.setattr(pathlib.Path, "mkdir", mkdir)
 
 
-def disk_full_setup(s, w, mp):
-    (s / "runs").mkdir()
-    real = torch.save
+def write_fails_setup(code: int):
+    """The checkpoint's write fails after 4 KiB with `code` (ENOSPC: a full disk; EFBIG: a file-size limit)."""
+    def setup(s, w, mp):
+        (s / "runs").mkdir()
+        real = torch.save
 
-    def save(obj, f, *a, **k):  # a checkpoint meets a full disk after 4 KiB
-        if ".checkpoint.pt." not in str(f):
-            return real(obj, f, *a, **k)
-        Path(f).write_bytes(b"\0" * 4096)
-        raise OSError(errno.ENOSPC, "No space left on device")
-    mp.setattr(torch, "save", save)
+        def save(obj, f, *a, **k):
+            if ".checkpoint.pt." not in str(f):
+                return real(obj, f, *a, **k)
+            Path(f).write_bytes(b"\0" * 4096)
+            raise OSError(code, os.strerror(code))
+        mp.setattr(torch, "save", save)
+    return setup
+
+
+disk_full_setup = write_fails_setup(errno.ENOSPC)
 
 
 def user_folder(s, w, mp):
@@ -403,6 +409,10 @@ CASES = [
          ("another config", "train.batch_size"), setup=on_run({})),
     Case("disk-full-at-checkpoint", lambda s, w: [*TRAIN, f"out_dir={s / 'runs'}", "name=df"],
          ("runs/df/checkpoint.pt", "No space left on device", "MiB free"), setup=disk_full_setup,
+         may_change="runs/df"),
+    # a file-size limit is not a full disk: EFBIG says so (issue 21, case 9)
+    Case("file-too-large-at-checkpoint", lambda s, w: [*TRAIN, f"out_dir={s / 'runs'}", "name=df"],
+         ("runs/df/checkpoint.pt", "File too large", "size limit", "ulimit -f"), setup=write_fails_setup(errno.EFBIG),
          may_change="runs/df"),
     # --- every file read back: checkpoint, config.json (eval, predict, --resume) ---
     Case("eval-truncated-checkpoint", lambda s, w: ["eval", s / "run"], ("run/checkpoint.pt", "truncated"),
