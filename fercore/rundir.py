@@ -204,7 +204,7 @@ class RunDir:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 f.seek(0)
-                print(f"{self.path} is in use by process {f.read().strip() or '?'}; waiting for it", flush=True)
+                notice(f"{self.path} is in use by process {f.read().strip() or '?'}; waiting for it")  # on stderr
                 fcntl.flock(f, fcntl.LOCK_EX)
             try:  # the holder before us removed the file on release: lock the one that is there now
                 same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino

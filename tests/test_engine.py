@@ -46,15 +46,22 @@ def test_existing_run_directory_is_not_clobbered(tiny_config):
 
 
 def test_a_run_in_use_is_waited_for_then_reused(tiny_config, capsys):
+    """The waiting line is a notice (stderr on the CLI), not a print on stdout (issue 21, case 9)."""
+    import warnings
+
+    from fercore.errors import Notice
+
     cfg = tiny_config("train.epochs=1")
     first = fit(cfg)
     stamp = (first.path / "summary.json").stat().st_mtime_ns
     got = {}
-    with RunDir(first.path).lock():  # another writer holds the run
+    with RunDir(first.path).lock(), warnings.catch_warnings(record=True) as caught:  # another writer holds the run
+        warnings.simplefilter("always", Notice)
         t = threading.Thread(target=lambda: got.setdefault("run", fit(cfg, if_exists="reuse")))
         t.start()
         t.join(timeout=3)
-        assert t.is_alive() and "in use by process" in capsys.readouterr().out
+        assert t.is_alive() and "in use by process" not in capsys.readouterr().out
+        assert any(issubclass(w.category, Notice) and "in use by process" in str(w.message) for w in caught)
     t.join(timeout=120)
     assert got["run"].path == first.path and (first.path / "summary.json").stat().st_mtime_ns == stamp
 
