@@ -32,10 +32,10 @@ def au_f1(y_true: np.ndarray, y_prob: np.ndarray, mask: np.ndarray | None = None
 
     y_true (N, A) 0/1, y_prob (N, A) probabilities, mask (N, A) 1 where annotated. Returns
     `per_au` (every AU with an annotated row; an AU without an annotated positive scores 0, sklearn's
-    zero_division), `mean` = `macro_all` (their mean, which such AUs pull down), `macro_present` (the
-    mean over the AUs with at least one annotated positive: the usual AU-detection macro F1), `micro`
-    (F1 of all annotated entries pooled), `absent` (the AUs left out of `macro_present`: no annotated
-    positive, or no annotated row) and `n_absent`."""
+    zero_division), `macro_present` = `mean` (the mean over the AUs with at least one annotated
+    positive: the usual AU-detection macro F1, fercore's headline), `macro_all` (the mean over every
+    AU of `per_au`, which absent AUs pull down), `micro` (F1 of all annotated entries pooled), `absent`
+    (the AUs left out of `macro_present`: no annotated positive, or no annotated row) and `n_absent`."""
     y_true, pred = np.asarray(y_true) > 0.5, np.asarray(y_prob) >= threshold
     mask = np.ones_like(y_true) if mask is None else np.asarray(mask) > 0.5
     names = names or [f"au{j}" for j in range(y_true.shape[1])]
@@ -43,9 +43,9 @@ def au_f1(y_true: np.ndarray, y_prob: np.ndarray, mask: np.ndarray | None = None
            for j, n in enumerate(names) if mask[:, j].any()}
     present = [n for j, n in enumerate(names) if (y_true[:, j] & mask[:, j]).any()]
     tp, fp, fn = (int((a & b & mask).sum()) for a, b in ((y_true, pred), (~y_true, pred), (y_true, ~pred)))
-    mean = float(np.mean(list(per.values()))) if per else float("nan")
-    return {"per_au": per, "mean": mean, "macro_all": mean,
-            "macro_present": float(np.mean([per[n] for n in present])) if present else float("nan"),
+    macro_present = float(np.mean([per[n] for n in present])) if present else float("nan")
+    return {"per_au": per, "mean": macro_present, "macro_present": macro_present,
+            "macro_all": float(np.mean(list(per.values()))) if per else float("nan"),
             "micro": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan"),
             "absent": [n for n in names if n not in present], "n_absent": len(names) - len(present)}
 
@@ -88,9 +88,9 @@ def relabel_quality(given: np.ndarray, final: np.ndarray, reference: np.ndarray)
 def auxiliary_report(data, estimates: dict[str, np.ndarray]) -> dict:
     """Test metrics of auxiliary estimates (`Method.predict`'s 'au' probabilities and 'va') on a
     FaceSet with such labels (`au_f1` above says what each AU number means):
-    au_f1_macro_present (macro F1 over the AUs with a positive in the split), au_f1_micro,
-    au_f1_macro_all (absent AUs counted as F1 0), au_n_absent and au_absent (the AUs left out of
-    the present-AU macro), au_f1_per_au; `au_f1` is `au_f1_macro_all` under its older name; va_ccc
+    au_f1 = au_f1_macro_present (the headline: macro F1 over the AUs with a positive in the split),
+    au_f1_micro, au_f1_macro_all (absent AUs counted as F1 0), au_n_absent and au_absent (the AUs
+    left out of the present-AU macro), au_f1_per_au; va_ccc
     (mean of valence and arousal), va_ccc_valence, va_ccc_arousal."""
     out: dict = {}
     if "au" in estimates and data.au is not None:
@@ -98,7 +98,7 @@ def auxiliary_report(data, estimates: dict[str, np.ndarray]) -> dict:
         if mask is None or mask.any():
             names = data.meta.get("au_names") or None
             r = au_f1(data.au.numpy(), estimates["au"], mask, list(names) if names else None)
-            out.update(au_f1=r["macro_all"], au_f1_macro_all=r["macro_all"], au_f1_macro_present=r["macro_present"],
+            out.update(au_f1=r["macro_present"], au_f1_macro_all=r["macro_all"], au_f1_macro_present=r["macro_present"],
                        au_f1_micro=r["micro"], au_n_absent=r["n_absent"], au_absent=r["absent"],
                        au_f1_per_au=r["per_au"])
     if "va" in estimates and data.va is not None:

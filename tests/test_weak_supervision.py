@@ -203,13 +203,14 @@ def test_doctor_reports_coverage_per_split_and_lists_every_side_file_problem(raf
 # --- AU metrics --------------------------------------------------------------------------------------
 
 def test_au_f1_says_what_it_averages():
+    """The headline (`mean`, and a run's `test_au_f1`) is the macro over the AUs present (issue 21, case 3)."""
     y = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]])     # AU3 has no positive
     p = np.array([[0.9, 0.2, 0.6], [0.2, 0.8, 0.1], [0.1, 0.9, 0.1], [0.7, 0.6, 0.2]])
     r = au_f1(y, p, None, ["AU1", "AU2", "AU3"])
     # AU1: tp 1 fp 1 fn 1 -> 0.5; AU2: tp 2 fp 1 -> 0.8; AU3: no positive -> 0 (and one false positive)
     assert r["per_au"] == pytest.approx({"AU1": 0.5, "AU2": 0.8, "AU3": 0.0})
-    assert r["macro_all"] == r["mean"] == pytest.approx(1.3 / 3)
-    assert r["macro_present"] == pytest.approx(0.65) and r["absent"] == ["AU3"] and r["n_absent"] == 1
+    assert r["macro_all"] == pytest.approx(1.3 / 3)
+    assert r["macro_present"] == r["mean"] == pytest.approx(0.65) and r["absent"] == ["AU3"] and r["n_absent"] == 1
     assert r["micro"] == pytest.approx(2 * 3 / (2 * 3 + 3 + 1))        # tp 3, fp 3, fn 1 pooled
 
 
@@ -294,7 +295,7 @@ def test_the_labelled_dataset_is_read_with_its_defaults_not_the_runs_data_keys(s
 def test_pseudo_labels_from_one_run_are_used_by_another(source_run, raf, tmp_path, tiny_config, capsys):
     m = source_run.metrics()                       # every AU number says what it averages
     assert {"test_au_f1_macro_present", "test_au_f1_micro", "test_au_n_absent", "test_au_f1_macro_all"} <= set(m)
-    assert (m["test_au_f1"] == m["test_au_f1_macro_all"]).all()
+    assert (m["test_au_f1"] == m["test_au_f1_macro_present"]).all()   # the headline is the present-AU macro
     out = tmp_path / "pseudo.csv"
     s = pseudo_label(source_run.path, "rafdb", str(raf), out, au_threshold=0.2, va_threshold=0.5)
     rows = list(csv.reader(open(out)))
