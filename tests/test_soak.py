@@ -2,7 +2,8 @@
 
 208 smoke-sized cells (ce and scn x 4 noise settings x 13 seeds x SynthFER and a RAF-DB copy; 64
 faces at 32 px, 2 epochs, timm's test_resnet) run once without faults, as the reference, then
-again on 2 workers while a thread injects a fault at random every 1.5-4 s:
+again on 2 workers while a thread injects a fault at random every 1.5-4 s (sooner where the reference
+pass was fast: about 40 faults in a pass as long as the reference):
 
 - kill: SIGKILL of a worker process that holds a cell's run (its lock file names it), in the middle
   of whatever it trains or writes;
@@ -36,7 +37,8 @@ pytestmark = pytest.mark.slow
 
 CELLS_SEEDS = int(os.environ.get("FERCORE_SOAK_SEEDS", "13"))
 FSIZE_LIMIT = 16 << 10            # bytes a starved worker may write per file (the checkpoints are larger)
-FAULT_EVERY = (1.5, 4.0)          # seconds between faults, uniform
+FAULT_EVERY = (1.5, 4.0)          # seconds between faults, uniform, at most (a fast machine gets them sooner)
+FAULTS_PER_PASS = 40              # about as many faults as fit in a pass as long as the reference
 KINDS = tuple(os.environ.get("FERCORE_SOAK_KINDS", "kill,corrupt,disk_full").split(","))  # a subset, to debug one
 
 
@@ -57,12 +59,13 @@ def _children(kind: str = "spawn_main") -> list[int]:
 
 
 class Injector(threading.Thread):
-    """Injects one fault at random every FAULT_EVERY seconds until stopped; records each fault and
+    """Injects one fault at random every `every` seconds until stopped; records each fault and
     what it hit (the run a worker held, the cache entry)."""
 
-    def __init__(self, cache: Path, runs: Path, seed: int = 0) -> None:
+    def __init__(self, cache: Path, runs: Path, seed: int = 0, every: tuple[float, float] = FAULT_EVERY) -> None:
         super().__init__(daemon=True)
         self.cache, self.runs, self.rng, self.stop = cache, runs, random.Random(seed), threading.Event()
+        self.every = every
         self.faults: list[dict] = []          # {"kind", "target"}, in order
         self.limited: dict[int, float] = {}   # pid -> when its file-size limit is lifted
 
@@ -83,7 +86,7 @@ class Injector(threading.Thread):
         return out
 
     def run(self) -> None:
-        while not self.stop.wait(self.rng.uniform(*FAULT_EVERY)):
+        while not self.stop.wait(self.rng.uniform(*self.every)):
             self._lift(time.time())
             kind = self.rng.choice(KINDS)
             if kind == "corrupt":
@@ -179,7 +182,11 @@ def test_sweep_survives_random_faults(tmp_path, monkeypatch):
     n_cells = len(want)
     assert n_cells >= 200 or CELLS_SEEDS < 13
 
-    injector = Injector(cache, tmp_path / "soak", seed=int(os.environ.get("FERCORE_SOAK_SEED", "0")))
+    # the pace of faults follows the machine: on a CPU where a cell takes 0.1 s, FAULT_EVERY's pace would
+    # inject only a handful in the whole pass
+    mean = min(sum(FAULT_EVERY) / 2, max(0.3, t_reference / FAULTS_PER_PASS))
+    every = (round(mean * 0.55, 2), round(mean * 1.45, 2))
+    injector = Injector(cache, tmp_path / "soak", seed=int(os.environ.get("FERCORE_SOAK_SEED", "0")), every=every)
     grid = _grid(tmp_path / "soak", tmp_path / "raf")
     t0 = time.time()
     injector.start()
@@ -217,7 +224,7 @@ def test_sweep_survives_random_faults(tmp_path, monkeypatch):
     time.sleep(1)
     workers_left = _children()
     figures = {
-        "cells": n_cells, "faults_injected": dict(injector.injected),
+        "cells": n_cells, "fault_every_s": list(every), "faults_injected": dict(injector.injected),
         "faults_injected_total": len(injector.faults),
         "faults_recovered": dict(recovered), "faults_recovered_total": sum(recovered.values()),
         "faults_recovered_within_the_pass": dict(in_pass),
