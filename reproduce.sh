@@ -2,6 +2,7 @@
 # fercore's two commands (see README.md):
 #   ./reproduce.sh          set up, then run every notebook (quick profile) and regenerate figures/
 #   ./reproduce.sh test     set up, then run every test: pytest unit tests + nbval over the notebooks
+#   ./reproduce.sh site     set up, then build the tutorial site into site/ from what is committed (no training)
 set -euo pipefail
 
 usage() {
@@ -10,6 +11,8 @@ usage: ./reproduce.sh [test] [options]
 
   (no command)          run every notebook in notebooks/ with papermill and regenerate figures/
   test                  run the unit tests and every notebook under nbval (smoke profile)
+  site                  build the tutorial site into site/ (open site/index.html) from the committed pages,
+                        without running a notebook; ./reproduce.sh builds it too, after the notebooks
 
 options:
   --profile NAME        smoke | quick | real | paper     (default: quick on SynthFER, real with a real
@@ -37,6 +40,7 @@ mode=figures profile="" dataset=synthfer data_root="" device=auto only="" active
 while [ $# -gt 0 ]; do
   case "$1" in
     test) mode=test ;;
+    site) mode=site ;;
     --profile) profile="${2:?--profile needs a value}"; shift ;;
     --dataset) dataset="${2:?--dataset needs a value}"; shift ;;
     --data-root) data_root="${2:?--data-root needs a value}"; shift ;;
@@ -86,6 +90,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "reproduce.sh: installed in $((SECONDS - start)) s"
 fi
 export HF_HUB_OFFLINE=1 MPLBACKEND=Agg PYTHONUNBUFFERED=1
+
+build_site() {  # the README, docs/, the executed notebooks' pages and the figure indexes as one site
+  "$py" -c "from fercore.site import build; r = build('site'); print(f\"reproduce.sh: site built in {r['seconds']} s: \"
+            f\"{r['pages']} pages, {r['mib']} MiB in site/ (open site/index.html; it works offline)\")"
+}
+if [ "$mode" = site ]; then build_site; exit 0; fi
 
 notebooks=()
 IFS=, read -ra prefixes <<< "${only:-}"; [ ${#prefixes[@]} -gt 0 ] || prefixes=("")
@@ -152,3 +162,4 @@ elif [ "$profile" = real ]; then  # and its section on real faces from figures/<
   "$py" -c "from fercore.notebook import refresh_findings; print('README findings refreshed:', refresh_findings('README.md', 'figures', '$dataset'))"
 fi
 echo "reproduce.sh: ${#notebooks[@]} notebooks ran in $((SECONDS - start)) s; figures in $figdir/, pages in $html/"
+case "$profile" in quick|real|paper) build_site ;; esac  # smoke pages are not the site's

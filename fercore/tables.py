@@ -281,9 +281,9 @@ def published_rows(dataset: str, columns: list[str]) -> pd.DataFrame:
 
 def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
     """A GitHub-markdown table of `df` (floats rounded to `digits`; a `|` in a name or cell escaped so it
-    does not split the column), for tables written to figures/."""
+    does not split the column, a `<` so that `<image>` is text and not a tag), for tables written to figures/."""
     def cell(v):
-        return (f"{v:.{digits}f}" if isinstance(v, float) else str(v)).replace("|", r"\|")
+        return (f"{v:.{digits}f}" if isinstance(v, float) else str(v)).replace("|", r"\|").replace("<", "&lt;")
     rows = [[cell(c) for c in df.columns]] + [[cell(v) for v in r] for r in df.itertuples(index=False)]
     lines = ["| " + " | ".join(r) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("---" for _ in df.columns) + "|")

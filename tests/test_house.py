@@ -25,7 +25,7 @@ LAYERS = {
     "fercore.engine": 7,
     "fercore.tables": 8, "fercore.plots": 8, "fercore.analysis": 8, "fercore.notebook": 9,
     "fercore.sweep": 9, "fercore.pseudo_label": 9,
-    "fercore.bench": 10, "fercore.suite": 10,
+    "fercore.bench": 10, "fercore.suite": 10, "fercore.site": 10,
     "fercore.cli": 11, "fercore.__main__": 12,
     "fercore": 13,  # the package's face (__init__): imports the method registry
 }

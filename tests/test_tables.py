@@ -93,6 +93,12 @@ def test_a_pipe_in_a_markdown_cell_does_not_split_its_column():
     assert header == r"| KL(votes \|\| p) | n |" and row == r"| 0.5 \| 0.6 | 3 |"
 
 
+def test_a_placeholder_in_a_markdown_cell_stays_text():
+    """`<class name>/<image>` is a path pattern, not HTML: a browser would draw `<image>` as an empty image."""
+    md = tables.markdown_table(pd.DataFrame({"layout": ["{train,test}/<class name>/<image>"]}))
+    assert md.splitlines()[2] == "| {train,test}/&lt;class name>/&lt;image> |"
+
+
 def test_a_caption_names_a_subset_of_a_real_split(tmp_path):
     """`data_text`: a table built from runs on a seeded subset says so, with the split's size and the image size."""
     import json
