@@ -25,6 +25,7 @@ import yaml
 from .errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
+MARK = ".fercore-site-src"  # what marks a staging folder as fercore's own (the only kind it empties)
 SHIM = Path(__file__).resolve().parent / "site_assets" / "iframe-worker-shim.js"  # vendored, MIT (its header)
 
 # the sidebar, in reading order: (title, repository path); a folder entry lists its pages in order
@@ -93,8 +94,11 @@ def stage(out: Path, root: Path = ROOT) -> tuple[dict, list[Path]]:
     """Mirror the pages into `out` (emptied first: it is fercore's own build folder) and return the
     mkdocs nav and the repository files the pages link to (copied beside them)."""
     if out.exists():
+        if any(out.iterdir()) and not (out / MARK).is_file():
+            raise ConfigError(f"{out}: a folder fercore did not stage (no {MARK}); choose another work folder")
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    (out / MARK).write_text("staged by fercore.site; rebuilt on every build\n")
     wrapped = {p.resolve(): p.with_suffix(".md") for p in notebook_pages(root)}
     md = [root / "README.md", root / "BENCHMARKS.md", *(root / g for g in GUIDES)]
     for folder in (root / "figures", *sorted(p for p in (root / "figures").iterdir() if p.is_dir())):
@@ -203,6 +207,12 @@ def build(site: Path | str = ROOT / "site", work: Path | str = ROOT / "build" / 
     if site.exists() and not (site / "sitemap.xml").exists() and any(site.iterdir()):
         raise ConfigError(f"{site}: a folder fercore did not build (no sitemap.xml); choose another --out")
     t0 = time.perf_counter()
+    if work.exists() and any(work.iterdir()) and not (work / MARK).is_file():
+        raise ConfigError(f"{work}: a folder fercore did not stage (no {MARK}); choose another work folder")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / MARK).write_text("staged by fercore.site; rebuilt on every build\n")
     nav, copied = stage(work / "docs", root)
     cfg = work / "mkdocs.yml"
     cfg.write_text(yaml.safe_dump(config(nav["nav"], work / "docs"), sort_keys=False, allow_unicode=True))

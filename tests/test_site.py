@@ -108,3 +108,16 @@ def test_every_page_opens_clean_in_a_real_browser(site):
     assert not problems, "\n".join(problems[:30])
     assert any("03_poi" in h or "poi" in h for h in hits), hits
     assert (shots / "landing.png").stat().st_size > 10_000 and (shots / "notebook_03.png").stat().st_size > 10_000
+
+
+def test_the_build_deletes_only_what_it_made(tmp_path):
+    """A site folder or a staging folder that fercore did not write is refused, not emptied."""
+    from fercore.errors import ConfigError
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("my own\n")
+    with pytest.raises(ConfigError, match="a folder fercore did not build"):
+        build(tmp_path / "mine", tmp_path / "work")
+    with pytest.raises(ConfigError, match="a folder fercore did not stage"):
+        build(tmp_path / "site", tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "my own\n"
