@@ -67,12 +67,49 @@ WIDGET = re.compile(r"""<script type="text/javascript">\s*var element = \$\('#[^
                     r"""|<script type="application/vnd\.jupyter\.widget-(?:view|state)\+json">.*?</script>""", re.S)
 
 
+CELL = re.compile(r'(?=<div class="cell border-box-sizing )')
+TEXT_CELL = re.compile(r'<div class="cell border-box-sizing text_cell[^>]*>.*?<div class="text_cell_render[^>]*>\n?'
+                       r'(.*)</div>\s*</div>\s*</div>\s*$', re.S)
+HEADING = re.compile(r'<h([1-3]) id="([^"]*)">(.*?)</h\1>', re.S)
+
+
+def _heading(level: str, anchor: str, inner: str) -> str:
+    """An nbconvert heading as a Markdown one with the same id, so the page has a table of contents,
+    search has sections and the notebook's own `#anchor` links still land."""
+    import html as html_lib
+
+    inner = re.sub(r'<a class="anchor-link".*?</a>', "", inner, flags=re.S)
+    inner = re.sub(r"<code>(.*?)</code>", r"`\1`", inner, flags=re.S)
+    text = html_lib.unescape(re.sub(r"<[^>]+>", "", inner)).strip()
+    text = "".join(part if i % 2 else re.sub(r"([*_\[\]<])", r"\\\1", part)  # escape outside `code`
+                   for i, part in enumerate(re.split(r"(`[^`]*`)", text)))
+    return f"{'#' * int(level)} {text} {{#{anchor}}}"
+
+
+def _raw(html: str) -> str:
+    return f'<div class="fercore-notebook" markdown="0">\n{html.strip()}\n</div>'
+
+
 def _wrap(html: str, title: str) -> str:
-    """A notebook page as a Markdown page: its title for the sidebar and search, the page verbatim but
-    for the dead widgets."""
+    """A notebook page as a Markdown page: code cells and the text between headings verbatim, the text
+    cells' h1-h3 as Markdown headings (the page's table of contents and search sections), without the
+    dead widgets."""
     safe = title.replace('"', "'")
-    body = WIDGET.sub("", html)
-    return f'---\ntitle: "{safe}"\n---\n\n<div class="fercore-notebook" markdown="0">\n{body}\n</div>\n'
+    blocks = []
+    for cell in CELL.split(WIDGET.sub("", html)):
+        if not cell.strip():
+            continue
+        m = TEXT_CELL.match(cell)
+        if m is None:
+            blocks.append(_raw(cell))
+            continue
+        parts = HEADING.split(m.group(1))  # [text, level, id, inner, text, level, id, inner, ..., text]
+        for i in range(0, len(parts), 4):
+            if parts[i].strip():
+                blocks.append(_raw(parts[i]))
+            if i + 3 < len(parts):
+                blocks.append(_heading(*parts[i + 1:i + 4]))
+    return f'---\ntitle: "{safe}"\n---\n\n' + "\n\n".join(blocks) + "\n"
 
 
 def _target(base: Path, target: str, root: Path) -> Path | None:

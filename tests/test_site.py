@@ -44,6 +44,20 @@ def test_the_site_has_every_page(site):
                           text), "a page loads a script or style from the network"
 
 
+def test_a_notebook_page_has_its_sections(site):
+    """Each executed notebook's h1-h3 headings are the page's own headings (same ids), so the page has a
+    table of contents and search finds a section, not one long document."""
+    path, _ = site
+    for src in notebook_pages():
+        page = (path / src.relative_to(ROOT)).read_text()
+        want = re.findall(r'<h[23] id="([^"]*)"', src.read_text())
+        got = re.findall(r'<h[23] id="([^"]*)"', page)
+        assert got == want, (src.name, want, got)
+        if want:
+            toc = page[page.index('md-nav--secondary'):]
+            assert all(f'href="#{a}"' in toc for a in want), src.name
+
+
 def test_a_damaged_link_fails_the_build(tmp_path):
     """`mkdocs build --strict`: a page that links to a file that is not there is refused, naming it."""
     from fercore.errors import ConfigError
