@@ -146,12 +146,15 @@ for nb in "${notebooks[@]}"; do
   # the executed notebook as a page for people who read rather than run (figures embedded; the basic
   # template leaves out the 3,000 lines of CSS and JS every page would otherwise repeat)
   "$py" -m jupyter nbconvert --to html --template basic --log-level WARN --output-dir "$html" "$out"
+  # the page names no folder of this machine: the checkout, the cache and the data root become names
+  "$py" -c "import sys; from fercore.notebook import scrub_paths; scrub_paths(sys.argv[1], sys.argv[2])" \
+    "$html/$(basename "$out" .ipynb).html" "$data_root"
   echo "reproduce.sh: $nb done in $((SECONDS - t)) s"
 done
 if [ "$dataset" = synthfer ]; then
   "$py" -c "from fercore.notebook import write_index; print(write_index('$figdir'))"
 else  # a real dataset's folder says how it was made and which files (sha256) it read
-  FIG="$figdir" CMD="$invocation" RUNS="runs/$profile/runs" DATASET="$dataset" "$py" -c "import os
+  FIG="$figdir" CMD="${invocation//"$data_root"/DIR}" RUNS="runs/$profile/runs" DATASET="$dataset" "$py" -c "import os
 from fercore.notebook import data_record, write_index
 e = os.environ
 print(write_index(e['FIG'], command=e['CMD'], data=data_record(e['RUNS'], e['DATASET'])))"

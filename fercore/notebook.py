@@ -15,6 +15,7 @@ manifests into `<fig_dir>/README.md` (docs/notebooks.md#7-figures-and-tables).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from .config import PROFILES
@@ -246,3 +247,32 @@ def refresh_findings(readme: str | Path, fig_dir: str | Path, folder: str = "") 
     if text != before:
         write_atomic(readme, text)
     return done
+
+
+def scrub_paths(page: str | Path, data_root: str = "", root: str | Path | None = None,
+                cache: str | Path | None = None) -> int:
+    """Replace this machine's absolute paths in a rendered notebook page with names a reader can use:
+    the checkout (`root`, default this fercore's) with a relative path, the cache (`cache`, default
+    `$FERCORE_CACHE`'s folder) with `$FERCORE_CACHE`, a real dataset's `data_root` with `DIR` (as the
+    README writes `--data-root DIR`), the kernel's temporary file of a cell with `[notebook cell]`.
+    Returns how many were replaced; `./reproduce.sh` calls it on every page it renders, so a
+    committed page names no folder of the machine that made it."""
+    from .files import cache_dir
+
+    root = Path(root) if root else Path(__file__).resolve().parents[1]
+    names = {f"{root}/": "", str(cache or cache_dir()): "$FERCORE_CACHE"}
+    if data_root and Path(data_root).is_absolute():
+        names[str(Path(data_root)).rstrip("/")] = "DIR"
+    elif data_root:
+        names[str(Path(data_root).resolve())] = "DIR"
+    page = Path(page)
+    text, n = page.read_text(encoding="utf-8"), 0
+    for old in sorted(names, key=len, reverse=True):  # the longest first: a cache inside the checkout
+        n += text.count(old)
+        text = text.replace(old, names[old])
+    # a warning raised by a cell's own code names the kernel's temporary file of that cell
+    text, k = re.subn(r"(?:/[\w.-]+)*/ipykernel_\d+/\d+\.py", "[notebook cell]", text)
+    n += k
+    if n:
+        write_atomic(page, text)
+    return n

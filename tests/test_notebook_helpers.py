@@ -229,3 +229,30 @@ def test_the_readmes_real_faces_sentences_hold_for_the_committed_tables():
     mean = {name: pd.read_csv(t / f"noise_sweep_{name}.csv").set_index("method").iloc[:, 0]
             .map(lambda v: float(str(v).split(" ± ")[0])) for name in ("last_acc", "mean_class_acc")}
     assert (mean["last_acc"] - mean["mean_class_acc"]).gt(0.2).all(), mean
+
+
+def test_a_rendered_page_names_no_folder_of_the_machine_that_made_it(tmp_path):
+    """`./reproduce.sh` scrubs every page it renders: the checkout, the cache, the data root and the
+    kernel's cell files become names a reader can use (a committed page held /work/... and /tmp/...)."""
+    from fercore.notebook import scrub_paths
+
+    page = tmp_path / "04.html"
+    page.write_text('<pre>/clone/fercore/data/readers/assemble.py:58: Notice: 4,000 of ferplus at /data/FER+\n'
+                    '/clone/cache/pretrain/x/backbone.pt\n/tmp/ipykernel_29763/1493811921.py:11: Pandas4Warning\n'
+                    'DATA_ROOT = "/data/FER+"</pre>')
+    assert scrub_paths(page, data_root="/data/FER+", root="/clone", cache="/clone/cache") == 5
+    assert page.read_text() == ('<pre>fercore/data/readers/assemble.py:58: Notice: 4,000 of ferplus at DIR\n'
+                                '$FERCORE_CACHE/pretrain/x/backbone.pt\n[notebook cell]:11: Pandas4Warning\n'
+                                'DATA_ROOT = "DIR"</pre>')
+    assert scrub_paths(page, data_root="/data/FER+", root="/clone", cache="/clone/cache") == 0
+
+
+def test_no_committed_page_or_figure_index_names_a_machine_folder():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pages = [*root.glob("docs/notebooks/**/*.html"), *root.glob("figures/**/*.md")]
+    found = [f"{p.relative_to(root)}: {m}" for p in pages
+             for m in re.findall(r"(?:/tmp/|/work/|/root/|/home/)[^\s\"<]*", p.read_text())]
+    assert not found, found[:5]
