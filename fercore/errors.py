@@ -1,4 +1,5 @@
 """The errors fercore raises for bad input: one line naming the key, file or line at fault."""
+import contextlib
 
 
 class ConfigError(ValueError):
@@ -27,6 +28,25 @@ def notice(message: str) -> None:
     import warnings
 
     warnings.warn(message, Notice, stacklevel=2)
+
+
+@contextlib.contextmanager
+def collected_notices():
+    """Collect the notices raised inside into the yielded list (each text once, in order) instead of
+    showing them, for a caller that says them its own way (a sweep: with the cell's name, in the
+    parent process); any other warning is shown as it came."""
+    import warnings
+
+    said: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Notice)
+        try:
+            yield said
+        finally:
+            said += dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, Notice))
+    for w in caught:
+        if not issubclass(w.category, Notice):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _format_warning(message, category, filename, lineno, line=None, _library=None):

@@ -42,9 +42,12 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark some Windows editors write first
+
+
 def lf_text(raw: bytes) -> bytes:
     """A text file's bytes as saved on Linux: without a UTF-8 byte-order mark, CRLF converted to LF."""
-    return raw.removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n")
+    return raw.removeprefix(BOM).replace(b"\r\n", b"\n")
 
 
 def lf_sha256(path: str | Path) -> str:

@@ -35,7 +35,6 @@ import statistics
 import sys
 import time
 import traceback
-import warnings
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .config import METHOD_PARAMS, PROFILES, RunConfig, build_config, identity_of, load_yaml, raise_problems
-from .errors import ConfigError, Notice, RunError
+from .errors import ConfigError, RunError, collected_notices
 from .files import write_atomic
 from .rundir import RunDir, code_hash
 
@@ -222,8 +221,7 @@ def run_cell(cell: Cell, threads: int = 0, device: str = "") -> CellResult:
     them as `fercore: notice:` lines beside the cell's line, in whichever process the cell ran."""
     t0 = time.perf_counter()
     run_dir = ""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", Notice)
+    with collected_notices() as said:
         try:
             from .engine import fit  # the engine is imported in the worker that trains
 
@@ -243,10 +241,7 @@ def run_cell(cell: Cell, threads: int = 0, device: str = "") -> CellResult:
         except Exception as e:  # noqa: BLE001 - a failing cell is recorded, the sweep goes on
             tail = "".join(traceback.format_exception_only(type(e), e)).strip().splitlines()[-1]
             result = CellResult(cell, "failed", run_dir, time.perf_counter() - t0, error=tail)
-    for w in caught:  # a library's warning goes on as it came; fercore's notices are the cell's, once each
-        if not issubclass(w.category, Notice):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    result.notices = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, Notice)))
+    result.notices = said
     return result
 
 
@@ -373,8 +368,7 @@ def _prepare_data(cells: list[Cell]) -> list[str]:
     from .pretrain import PREFIX, resolve
 
     seen = set()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", Notice)
+    with collected_notices() as said:
         for cell in cells:
             cfg = cell.config()
             key = json.dumps(asdict(cfg.data), sort_keys=True, default=str)
@@ -386,10 +380,7 @@ def _prepare_data(cells: list[Cell]) -> list[str]:
                 seen.add(weights)
                 with contextlib.suppress(ConfigError):  # e.g. an unknown backbone: its cells fail, each with the error
                     resolve(*weights)
-    for w in caught:
-        if not issubclass(w.category, Notice):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, Notice)))
+    return said
 
 
 def _worker_init() -> None:

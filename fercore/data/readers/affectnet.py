@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from ...config import DataConfig
-from ...errors import notice
 from ..classes import CODINGS, protocol_classes
 from ..landmarks import five_point
-from .toolkit import Problems, Scan, Split, check_images_exist, has_bom, inside_root, require_dir
+from .toolkit import Problems, Scan, Split, check_images_exist, inside_root, require_dir, say_bom
 
 CSV_DIR = "Manually_Annotated_file_lists"
 CSV_IMAGES = "Manually_Annotated_Images"
@@ -92,8 +91,7 @@ def scan_csv(root: Path, to_index: dict, crop: bool, problems: Problems) -> tupl
         with open(path, newline="", encoding="utf-8-sig") as f:  # CSV: LF or CRLF rows both valid
             reader = csv.reader(f)
             header = tuple(next(reader, ()))
-            if has_bom(path):
-                notice(f"{path}: read with a UTF-8 byte-order mark (a file saved on Windows); the mark is ignored")
+            say_bom(path)
             if header != HEADER:
                 problems.add(f"{path}:1", f"header {','.join(header)!r} differs from {','.join(HEADER)!r}")
                 splits[split] = rows.split(crop)

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from ...errors import DataError, notice
-
-BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark some Windows editors write first
+from ...files import BOM, lf_text
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -51,14 +50,9 @@ def read_lines(path: Path, problems: Problems, allow_crlf: bool = False) -> list
         problems.add(path, "label file missing")
         return []
     raw = path.read_bytes()
-    saved_on_windows = []
-    if raw.startswith(BOM):
-        raw = raw[len(BOM):]
-        saved_on_windows.append("a UTF-8 byte-order mark")
-    if b"\r\n" in raw:
-        raw = raw.replace(b"\r\n", b"\n")
-        if not allow_crlf:
-            saved_on_windows.append("CRLF line endings")
+    saved_on_windows = (["a UTF-8 byte-order mark"] if raw.startswith(BOM) else []) + (
+        ["CRLF line endings"] if b"\r\n" in raw and not allow_crlf else [])
+    raw = lf_text(raw)
     if saved_on_windows:
         notice(f"{path}: read with {' and '.join(saved_on_windows)} (a file saved on Windows) as its LF text")
     if b"\r" in raw:
@@ -84,9 +78,11 @@ def read_lines(path: Path, problems: Problems, allow_crlf: bool = False) -> list
     return out
 
 
-def has_bom(path: Path) -> bool:
+def say_bom(path: Path) -> None:
+    """One notice if a CSV file (read with encoding utf-8-sig) starts with a byte-order mark."""
     with open(path, "rb") as f:
-        return f.read(len(BOM)) == BOM
+        if f.read(len(BOM)) == BOM:
+            notice(f"{path}: read with a UTF-8 byte-order mark (a file saved on Windows); the mark is ignored")
 
 
 def read_csv(path: Path, problems: Problems, *, header: tuple[str, ...] | None = None,
@@ -104,8 +100,7 @@ def read_csv(path: Path, problems: Problems, *, header: tuple[str, ...] | None =
         with open(path, newline="", encoding="utf-8-sig") as f:  # CSV: LF or CRLF rows both valid
             reader = csv.reader(f)
             got = next(reader, [])
-            if has_bom(path):
-                notice(f"{path}: read with a UTF-8 byte-order mark (a file saved on Windows); the mark is ignored")
+            say_bom(path)
             if header is not None and tuple(got) != tuple(header):
                 problems.add(f"{path}:1", f"header {','.join(got)!r} differs from {','.join(header)!r}")
                 return got, None
