@@ -198,15 +198,10 @@ def stage(out: Path, root: Path = ROOT) -> tuple[dict, list[Path]]:
     for p in wrapped.values():
         if p.parent != root / "docs" / "notebooks":
             by_dataset[p.parent.name].append(entry(p))
-    figures = []
-    for p in md:
-        if p.name == "README.md" and p.parent.parent == root and p.parent.name == "figures":
-            figures.append({"SynthFER figures and tables": entry(p)})
-        elif p.name == "README.md" and p.parent.parent == root / "figures":
-            figures.append({f"{p.parent.name} figures and tables": entry(p)})
-    tables = [entry(p) for p in md if p.parent.name == "tables" or (p.parent.parent.name == "figures"
-                                                                      or p.parent.name == "figures")
-              and p.name != "README.md"]
+    under_figures = [p for p in md if p.relative_to(root).parts[0] == "figures"]
+    figures = [{("SynthFER" if p.parent == root / "figures" else p.parent.name) + " figures and tables": entry(p)}
+               for p in under_figures if p.name == "README.md"]
+    tables = [entry(p) for p in under_figures if p.name != "README.md"]
     nav = [{"Overview": "index.md"},
            {"Notebooks": quick + [{f"On real faces: {d}": pages} for d, pages in by_dataset.items()]},
            {"Guides": [entry(root / g) for g in GUIDES if (root / g).is_file()]},
